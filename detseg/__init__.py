@@ -1,0 +1,1 @@
+"""The `detseg` command line. Nothing imports this package; it calls the rooms."""

@@ -1,0 +1,48 @@
+"""`detseg` entry point: one sub-command module per job, errors as one readable line.
+
+Each module in `COMMAND_MODULES` has `register(subparsers)`, which adds its parser(s)
+and sets `func(args) -> int` (the exit code) as a default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+
+COMMAND_MODULES = (
+    "detseg.data_commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detseg", description="Object detection and segmentation on Keras/TensorFlow.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("detseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the user gets one line; DETSEG_DEBUG=1 shows the traceback
+        if os.environ.get("DETSEG_DEBUG"):
+            traceback.print_exc()
+        kind = "" if _is_user_error(error) else f"{type(error).__name__}: "
+        print(f"detseg: error: {kind}{error}", file=sys.stderr)
+        if not os.environ.get("DETSEG_DEBUG"):
+            print("(set DETSEG_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors raised on purpose for bad input: their message already says what is wrong."""
+    return isinstance(error, (ValueError, FileNotFoundError, FileExistsError, PermissionError))
