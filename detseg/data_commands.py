@@ -107,7 +107,11 @@ def _split(args: argparse.Namespace) -> int:
             write_coco(val, args.out / f"{stem}_fold{k}_val.json")
         print(f"wrote {args.folds} folds to {args.out}")
         return 0
-    fractions = tuple(float(v) for v in args.fractions.split(","))
+    try:
+        fractions = tuple(float(v) for v in args.fractions.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions must be comma-separated numbers like 0.7,0.15,0.15, "
+                         f"got {args.fractions!r}") from None
     for name, part in split_by_image(dataset, fractions, args.seed).items():
         write_coco(part, args.out / f"{stem}_{name}.json")
         print(f"{name}: {len(part.images)} images -> {args.out / f'{stem}_{name}.json'}")
