@@ -1,0 +1,486 @@
+"""Validate a COCO instances file and its images, listing every fault at once.
+
+`data.coco.load_coco` stops at the first structural fault; `validate_coco` reads the
+same file defensively and collects every problem it finds, each naming the record at
+fault (annotation id and its image, image file, category) and the field, so a dataset
+can be fixed in one pass. It reports; it never raises for bad input.
+
+Checked: the file and its JSON; the top-level keys; record types and required fields;
+duplicate ids and file names; annotations pointing at unknown images or categories; the
+bbox (COCO `[x, y, width, height]` pixels: 4 finite numbers, positive size, inside the
+image within `BOX_TOLERANCE_PX`); area; iscrowd; the segmentation (polygons, uncompressed
+and compressed RLE, decoded with pycocotools once their structure is known to be safe);
+and, unless `check_images=False`, that every image file exists, decodes completely and
+has the declared width and height.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from data.coco import REQUIRED_TOP_LEVEL_KEYS, decode_segmentation, default_image_dir
+
+# Boxes and polygon points may stick out of the image by this much (float rounding of
+# converters and annotation tools) before it counts as a fault.
+BOX_TOLERANCE_PX = 1.0
+CROWD_FLAGS = (0, 1)
+# A progress bar on stderr only when checking the image files takes noticeable time.
+PROGRESS_MIN_IMAGES = 200
+# pycocotools decodes into a full `[height, width]` array: skip the decode (not the
+# structural checks) for absurd declared sizes rather than exhaust memory.
+MAX_DECODE_PIXELS = 1 << 27
+# Compressed RLE counts: 6-bit groups stored as characters from '0' (48) upwards.
+RLE_CHAR_OFFSET = 48
+RLE_GROUP_CONTINUES = 0x20
+RLE_GROUP_SIGN = 0x10
+RLE_GROUP_VALUE_MASK = 0x1F
+
+_UNREADABLE = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One fault: `where` names the record or file, `field` the part of it at fault."""
+
+    where: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.field}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """Every problem found in one COCO file (and its images), plus what it holds."""
+
+    source: str
+    problems: list[Problem] = dataclass_field(default_factory=list)
+    num_images: int = 0
+    num_annotations: int = 0
+    num_categories: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, where: str, field_name: str, message: str) -> None:
+        self.problems.append(Problem(where, field_name, message))
+
+    def format(self) -> str:
+        """One line per problem, then a summary line; `OK: ...` alone when clean."""
+        contents = (f"{self.num_images} images, {self.num_annotations} annotations, "
+                    f"{self.num_categories} categories")
+        if self.ok:
+            return f"OK: {contents}"
+        kinds = ", ".join(f"{name}: {n}" for name, n in Counter(p.field for p in self.problems).most_common())
+        lines = [str(problem) for problem in self.problems]
+        lines.append(f"FAILED: {len(self.problems)} problem(s) in {self.source} ({kinds}); {contents}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _DeclaredImage:
+    """An image record as far as it could be read; None where a field is invalid."""
+
+    id: int
+    file_name: str | None
+    width: int | None
+    height: int | None
+
+    @property
+    def size_known(self) -> bool:
+        return self.width is not None and self.height is not None
+
+
+def validate_coco(annotations_path: str | os.PathLike, image_dir: str | os.PathLike | None = None,
+                  check_images: bool = True) -> ValidationReport:
+    """Check a COCO instances JSON (and, if `check_images`, its image files).
+
+    `image_dir` defaults to `data.coco.default_image_dir(annotations_path)`.
+    Never raises for bad input: every fault becomes a `Problem` in the report.
+    """
+    path = Path(annotations_path)
+    report = ValidationReport(str(path))
+    try:
+        _validate_into(report, path, image_dir, check_images)
+    except Exception as error:  # a validator bug must not hide the problems found so far
+        report.add(str(path), "validator",
+                   f"stopped early on an unexpected {type(error).__name__}: {error}")
+    return report
+
+
+def _validate_into(report: ValidationReport, path: Path, image_dir: str | os.PathLike | None,
+                   check_images: bool) -> None:
+    payload = _read_payload(path, report)
+    if payload is _UNREADABLE:
+        return
+    sections = _top_level_sections(payload, report)
+    if sections is None:
+        return
+    report.num_images = len(sections["images"] or [])
+    report.num_annotations = len(sections["annotations"] or [])
+    report.num_categories = len(sections["categories"] or [])
+    category_ids = _check_categories(sections["categories"], report)
+    images = _check_images(sections["images"], report)
+    _check_annotations(sections["annotations"], images, category_ids, report)
+    if check_images and images:
+        folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
+        _check_image_files(list(images.values()), folder, report)
+
+
+def _read_payload(path: Path, report: ValidationReport) -> Any:
+    """The parsed JSON, or `_UNREADABLE` after reporting why it could not be read."""
+    where = str(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        report.add(where, "file", "not found")
+    except IsADirectoryError:
+        report.add(where, "file", "is a folder, not a JSON file")
+    except PermissionError:
+        report.add(where, "file", "cannot be read (permission denied)")
+    except UnicodeDecodeError as e:
+        report.add(where, "json", f"not UTF-8 text (bad byte at offset {e.start})")
+    except json.JSONDecodeError as e:
+        report.add(where, "json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+    except RecursionError:
+        report.add(where, "json", "nested too deeply to parse")
+    except (OSError, ValueError) as e:
+        report.add(where, "json", f"cannot be parsed: {e}")
+    return _UNREADABLE
+
+
+def _top_level_sections(payload: Any, report: ValidationReport) -> dict[str, list | None] | None:
+    """`images`, `annotations`, `categories` lists; None for each one missing or not a list."""
+    if not isinstance(payload, dict):
+        report.add(report.source, "top level",
+                   f"must be a JSON object with keys {list(REQUIRED_TOP_LEVEL_KEYS)}, got {_json_type(payload)}")
+        return None
+    sections: dict[str, list | None] = {}
+    for key in REQUIRED_TOP_LEVEL_KEYS:
+        value = payload.get(key)
+        sections[key] = value if isinstance(value, list) else None
+        if key not in payload:
+            report.add(report.source, key, "missing top-level key")
+        elif not isinstance(value, list):
+            report.add(report.source, key, f"must be an array, got {_json_type(value)}")
+    return sections
+
+
+def _check_categories(records: list | None, report: ValidationReport) -> set[int] | None:
+    """Category ids declared (None when the section itself is unusable)."""
+    if records is None:
+        return None
+    first_index: dict[int, int] = {}
+    for index, record in enumerate(records):
+        where = f"categories[{index}]"
+        if not _is_object(record, where, report):
+            continue
+        category_id = _required_int(record, "id", where, report)
+        if category_id is not None:
+            where = f"category {category_id}"
+            _note_duplicate(first_index, category_id, index, "categories", where, "id", report)
+        if "name" not in record:
+            report.add(where, "name", "missing required field")
+        elif not isinstance(record["name"], str) or not record["name"].strip():
+            report.add(where, "name", f"must be a non-empty string, got {_describe(record['name'])}")
+    return set(first_index)
+
+
+def _check_images(records: list | None, report: ValidationReport) -> dict[int, _DeclaredImage] | None:
+    """Image records by id (first of duplicates); None when the section is unusable."""
+    if records is None:
+        return None
+    images: dict[int, _DeclaredImage] = {}
+    first_index: dict[int, int] = {}
+    first_by_name: dict[str, int] = {}
+    for index, record in enumerate(records):
+        where = f"images[{index}]"
+        if not _is_object(record, where, report):
+            continue
+        file_name = record.get("file_name")
+        file_name = file_name if isinstance(file_name, str) and file_name.strip() else None
+        image_id = _required_int(record, "id", where, report)
+        if image_id is not None:
+            where = f"image {image_id}" + (f" '{file_name}'" if file_name else "")
+            _note_duplicate(first_index, image_id, index, "images", where, "id", report)
+        if "file_name" not in record:
+            report.add(where, "file_name", "missing required field")
+        elif file_name is None:
+            report.add(where, "file_name", f"must be a non-empty string, got {_describe(record['file_name'])}")
+        else:
+            _note_duplicate(first_by_name, file_name, index, "images", where, "file_name", report)
+        width = _required_int(record, "width", where, report, positive=True)
+        height = _required_int(record, "height", where, report, positive=True)
+        if image_id is not None and image_id not in images:
+            images[image_id] = _DeclaredImage(image_id, file_name, width, height)
+    return images
+
+
+def _check_annotations(records: list | None, images: dict[int, _DeclaredImage] | None,
+                       category_ids: set[int] | None, report: ValidationReport) -> None:
+    """Every annotation's fields, and its references to images and categories."""
+    first_index: dict[int, int] = {}
+    for index, record in enumerate(records or []):
+        if not _is_object(record, f"annotations[{index}]", report):
+            continue
+        image = images.get(record.get("image_id")) if images and _is_int(record.get("image_id")) else None
+        where = _annotation_where(index, record, image)
+        annotation_id = _required_int(record, "id", where, report)
+        if annotation_id is not None:
+            _note_duplicate(first_index, annotation_id, index, "annotations", where, "id", report)
+        image_id = _required_int(record, "image_id", where, report)
+        if image_id is not None and images is not None and image_id not in images:
+            report.add(where, "image_id", f"image {image_id} is not in images")
+        category_id = _required_int(record, "category_id", where, report)
+        if category_id is not None and category_ids is not None and category_id not in category_ids:
+            report.add(where, "category_id", f"category {category_id} is not in categories")
+        bbox_problem = _bbox_problem(record, image)
+        if bbox_problem:
+            report.add(where, "bbox", bbox_problem)
+        _check_area_and_crowd(record, where, report)
+        segmentation_problem = _segmentation_problem(record.get("segmentation"), image)
+        if segmentation_problem:
+            report.add(where, "segmentation", segmentation_problem)
+
+
+def _annotation_where(index: int, record: dict, image: _DeclaredImage | None) -> str:
+    """`annotation 17 (image 3 'img_0003.png')`, as much of it as the record allows."""
+    annotation_id = record.get("id")
+    where = f"annotation {annotation_id}" if _is_int(annotation_id) else f"annotations[{index}]"
+    image_id = record.get("image_id")
+    if image is not None and image.file_name:
+        where += f" (image {image_id} '{image.file_name}')"
+    elif _is_int(image_id):
+        where += f" (image {image_id})"
+    return where
+
+
+def _bbox_problem(record: dict, image: _DeclaredImage | None) -> str | None:
+    if "bbox" not in record:
+        return "missing required field"
+    bbox = record["bbox"]
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
+        return f"must be 4 numbers [x, y, width, height], got {_describe(bbox)}"
+    if not all(math.isfinite(v) for v in bbox):
+        return f"contains NaN or infinity: {bbox}"
+    x, y, w, h = bbox
+    if w <= 0 or h <= 0:
+        return f"width and height must be positive, got width {w} height {h}"
+    if image is not None and image.size_known and not (
+            x >= -BOX_TOLERANCE_PX and y >= -BOX_TOLERANCE_PX
+            and x + w <= image.width + BOX_TOLERANCE_PX and y + h <= image.height + BOX_TOLERANCE_PX):
+        return (f"box xyxy [{x:g}, {y:g}, {x + w:g}, {y + h:g}] lies outside the "
+                f"{image.width}x{image.height} image (tolerance {BOX_TOLERANCE_PX:g} px)")
+    return None
+
+
+def _check_area_and_crowd(record: dict, where: str, report: ValidationReport) -> None:
+    """`area` and `iscrowd` are optional; when present they must be sane."""
+    if "area" in record:
+        area = record["area"]
+        if not _is_number(area):
+            report.add(where, "area", f"must be a number, got {_describe(area)}")
+        elif not math.isfinite(area):
+            report.add(where, "area", f"is NaN or infinity ({area})")
+        elif area < 0:
+            report.add(where, "area", f"must not be negative, got {area}")
+    if "iscrowd" in record:
+        crowd = record["iscrowd"]
+        if not _is_int(crowd) or crowd not in CROWD_FLAGS:
+            report.add(where, "iscrowd", f"must be 0 or 1, got {_describe(crowd)}")
+
+
+def _segmentation_problem(segmentation: Any, image: _DeclaredImage | None) -> str | None:
+    """What is wrong with a segmentation (absent is fine), or None.
+
+    Structure is checked first because pycocotools does not: NaN polygon points or
+    RLE counts that do not cover the image make it hang, crash or return garbage.
+    """
+    if segmentation is None:
+        return None
+    if isinstance(segmentation, list):
+        problem = _polygons_problem(segmentation, image)
+    elif isinstance(segmentation, dict):
+        problem = _rle_problem(segmentation, image)
+    else:
+        return f"must be a list of polygons or an RLE object, got {_describe(segmentation)}"
+    if problem or image is None or not image.size_known or image.width * image.height > MAX_DECODE_PIXELS:
+        return problem
+    try:
+        decode_segmentation(segmentation, image.height, image.width)
+    except Exception as e:  # pycocotools raises several kinds; all mean the same to the user
+        return f"does not decode ({type(e).__name__}: {e})"
+    return None
+
+
+def _polygons_problem(polygons: list, image: _DeclaredImage | None) -> str | None:
+    for k, polygon in enumerate(polygons):
+        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+            return f"polygon {k} must be a list of numbers [x0, y0, x1, y1, ...], got {_describe(polygon)}"
+        if not all(math.isfinite(v) for v in polygon):
+            return f"polygon {k} contains NaN or infinity"
+        if len(polygon) % 2:
+            return f"polygon {k} has an odd number of coordinates ({len(polygon)})"
+        if len(polygon) < 6:
+            return f"polygon {k} has {len(polygon) // 2} point(s); a polygon needs at least 3"
+        if image is not None and image.size_known:
+            xs, ys = polygon[0::2], polygon[1::2]
+            if (min(xs) < -BOX_TOLERANCE_PX or min(ys) < -BOX_TOLERANCE_PX
+                    or max(xs) > image.width + BOX_TOLERANCE_PX or max(ys) > image.height + BOX_TOLERANCE_PX):
+                return f"polygon {k} has points outside the {image.width}x{image.height} image"
+    return None
+
+
+def _rle_problem(rle: dict, image: _DeclaredImage | None) -> str | None:
+    """RLE `{"size": [height, width], "counts": [runs...] or "compressed"}` structure."""
+    if "size" not in rle or "counts" not in rle:
+        return f"RLE must have 'size' and 'counts', got keys {sorted(rle)}"
+    size, counts = rle["size"], rle["counts"]
+    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) and v >= 0 for v in size):
+        return f"RLE size must be [height, width] integers, got {_describe(size)}"
+    if image is not None and image.size_known and size != [image.height, image.width]:
+        return f"RLE size {size} does not match the image's [height, width] [{image.height}, {image.width}]"
+    if isinstance(counts, list):
+        if not all(_is_int(v) and v >= 0 for v in counts):
+            return "uncompressed RLE counts must be non-negative integers"
+        runs = counts
+    elif isinstance(counts, str):
+        runs = compressed_rle_runs(counts)
+        if runs is None or any(v < 0 for v in runs):
+            return "compressed RLE counts string is not valid"
+    else:
+        return f"RLE counts must be a list of integers or a string, got {_describe(counts)}"
+    if sum(runs) != size[0] * size[1]:
+        return f"RLE counts cover {sum(runs)} pixels but size {size} has {size[0] * size[1]}"
+    return None
+
+
+def compressed_rle_runs(text: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE `counts` string; None if malformed.
+
+    Each run is written in 5-bit groups, least significant first, one character per
+    group (`chr(48 + group)`); bit 0x20 says another group follows, bit 0x10 of the last
+    group is the sign. From the third run on, a run is stored as its difference to the
+    run two places before it.
+    """
+    runs: list[int] = []
+    value = shift = 0
+    for char in text:
+        group = ord(char) - RLE_CHAR_OFFSET
+        if not 0 <= group < 2 * RLE_GROUP_CONTINUES:
+            return None
+        value |= (group & RLE_GROUP_VALUE_MASK) << shift
+        shift += 5
+        if group & RLE_GROUP_CONTINUES:
+            continue
+        if group & RLE_GROUP_SIGN:
+            value -= 1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+        value = shift = 0
+    return None if shift else runs
+
+
+def _check_image_files(images: list[_DeclaredImage], image_dir: Path, report: ValidationReport) -> None:
+    """Each named image file exists, decodes completely and has its declared size."""
+    if not image_dir.is_dir():
+        report.add(str(image_dir), "images", "image folder not found (pass the folder with --images)")
+        return
+    named = [image for image in images if image.file_name]
+    progress = tqdm(named, desc="checking images", unit="img", file=sys.stderr,
+                    disable=len(named) <= PROGRESS_MIN_IMAGES, leave=False)
+    for image in progress:
+        path = image_dir / image.file_name
+        problem = _image_file_problem(path, image)
+        if problem:
+            report.add(str(path), *problem)
+
+
+def _image_file_problem(path: Path, image: _DeclaredImage) -> tuple[str, str] | None:
+    """(field, message) for a missing, corrupt or wrongly sized image file, else None."""
+    if not path.is_file():
+        return ("file", "not found" if not path.exists() else "not a regular file")
+    try:
+        with Image.open(path) as opened:
+            width, height = opened.size
+            if opened.format == "JPEG":
+                # Decode at 1/8 scale: every byte is still read (truncation still fails),
+                # but the inverse DCT is far cheaper.
+                opened.draft(opened.mode, (max(1, width // 8), max(1, height // 8)))
+            opened.load()
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+        return ("file", f"cannot be decoded as an image ({type(e).__name__}: {e})")
+    if image.size_known and (width, height) != (image.width, image.height):
+        return ("size", f"real size {width}x{height} differs from the declared "
+                        f"{image.width}x{image.height} (width x height)")
+    return None
+
+
+def _required_int(record: dict, key: str, where: str, report: ValidationReport,
+                  positive: bool = False) -> int | None:
+    """`record[key]` when it is an integer (positive if asked); else report it and None."""
+    if key not in record:
+        report.add(where, key, "missing required field")
+        return None
+    value = record[key]
+    if not _is_int(value):
+        report.add(where, key, f"must be an integer, got {_describe(value)}")
+        return None
+    if positive and value <= 0:
+        report.add(where, key, f"must be positive, got {value}")
+        return None
+    return value
+
+
+def _note_duplicate(first_index: dict, key: Any, index: int, section: str, where: str,
+                    field_name: str, report: ValidationReport) -> None:
+    if key in first_index:
+        report.add(where, field_name, f"duplicate {field_name} {key!r} (first used by {section}[{first_index[key]}])")
+    else:
+        first_index[key] = index
+
+
+def _is_object(record: Any, where: str, report: ValidationReport) -> bool:
+    if isinstance(record, dict):
+        return True
+    report.add(where, "record", f"must be a JSON object, got {_describe(record)}")
+    return False
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _json_type(value: Any) -> str:
+    kinds = ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
+             ((int, float), "a number"))
+    if value is None:
+        return "null"
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _describe(value: Any, limit: int = 60) -> str:
+    """`a string '12'`: the JSON kind and a short rendering of a bad value."""
+    text = json.dumps(value)  # JSON-parsed values always serialize (NaN as NaN)
+    if len(text) > limit:
+        text = text[:limit - 3] + "..."
+    return f"{_json_type(value)} {text}" if value is not None else "null"
