@@ -25,9 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="VOC XML folder, YOLO label folder, mask PNG folder, or COCO JSON")
     p.add_argument("--images", type=Path, required=True, help="image folder")
     p.add_argument("--classes", default=None,
-                   help="comma-separated class names, or a file with one per line (YOLO, masks)")
+                   help="comma-separated class names, or a file with one per line; fixes the "
+                        "category order (VOC, YOLO, masks)")
     p.add_argument("--mask-kind", choices=["instance", "semantic"], default="semantic",
-                   help="mask PNGs hold instance ids or class ids")
+                   help="semantic: pixel = category id (0 background, 255 ignore), each connected "
+                        "component one object; instance: pixel = category_id*1000 + instance_index "
+                        "(16-bit PNG), 0 background")
     p.add_argument("--out", type=Path, required=True, help="COCO JSON to write, or YOLO label folder")
     p.set_defaults(func=_convert)
 
@@ -43,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("annotations", type=Path)
     p.add_argument("--images", type=Path, default=None)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--max-images", type=int, default=None,
+                   help="measure channel mean/std on an even spread of at most N images")
+    p.add_argument("--no-channel-stats", action="store_true", help="skip reading the pixels")
     p.set_defaults(func=_stats)
 
     p = commands.add_parser("synth", help="write the synthetic shapes dataset")
@@ -122,7 +128,8 @@ def _stats(args: argparse.Namespace) -> int:
     from data.coco import load_coco
     from data.stats import dataset_statistics, format_statistics
 
-    stats = dataset_statistics(load_coco(args.annotations, args.images))
+    stats = dataset_statistics(load_coco(args.annotations, args.images),
+                               channel_stats=not args.no_channel_stats, max_images=args.max_images)
     print(json.dumps(stats, indent=2) if args.json else format_statistics(stats))
     return 0
 
