@@ -14,6 +14,7 @@ import traceback
 
 COMMAND_MODULES = (
     "detseg.data_commands",
+    "detseg.evaluate_command",
 )
 
 
