@@ -63,6 +63,19 @@ class SyntheticParameters:
     fractions: tuple[float, float, float]
     generator_version: int = GENERATOR_VERSION
 
+    def __post_init__(self) -> None:
+        if self.num_images < 1:
+            raise DatasetError(f"synthetic dataset: num_images must be >= 1, got {self.num_images}")
+        if self.image_size < 32:
+            raise DatasetError(f"synthetic dataset: image_size must be >= 32 px, got {self.image_size}")
+        if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6:
+            raise DatasetError(f"synthetic dataset: fractions must be 3 non-negative numbers "
+                               f"summing to 1 (train, val, test), got {list(self.fractions)}")
+
+    @classmethod
+    def of(cls, num_images, image_size, seed, fractions) -> "SyntheticParameters":
+        return cls(int(num_images), int(image_size), int(seed), tuple(float(f) for f in fractions))
+
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
         payload["fractions"] = list(self.fractions)
@@ -111,7 +124,7 @@ def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
         else:
             (x0, y0), (x1, y1) = points
             draw.ellipse((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), fill=colour)
-    blended = Image.blend(canvas, clutter, float(rng.uniform(0.15, 0.3)))
+    blended = Image.blend(canvas, clutter, float(rng.uniform(0.12, 0.25)))
     return np.asarray(blended, np.float32)
 
 
@@ -177,16 +190,9 @@ def sample_shapes(rng: np.random.Generator, size: int, background: np.ndarray) -
     return shapes
 
 
-def owner_map(shapes: list[Shape], keep: list[int], size: int) -> np.ndarray:
-    """`int32 [size, size]`: index into `shapes` of the visible shape per pixel, or NO_OWNER."""
-    owner = np.full((size, size), NO_OWNER, np.int32)
-    for k in keep:
-        owner[shapes[k].mask] = k
-    return owner
-
-
 def visible_shapes(shapes: list[Shape], size: int) -> tuple[list[int], np.ndarray]:
-    """Indices of the shapes kept (enough of each visible) and their owner map.
+    """Indices of the shapes kept (enough of each visible) and the owner map: `int32 [S, S]`,
+    the index of the shape visible at each pixel, NO_OWNER where none.
 
     Dropping a shape only uncovers the others, so repeating until nothing more is
     dropped converges, and the image is then painted with the kept shapes only: no
@@ -194,7 +200,9 @@ def visible_shapes(shapes: list[Shape], size: int) -> tuple[list[int], np.ndarra
     """
     keep = list(range(len(shapes)))
     while True:
-        owner = owner_map(shapes, keep, size)
+        owner = np.full((size, size), NO_OWNER, np.int32)
+        for k in keep:
+            owner[shapes[k].mask] = k
         counts = np.bincount(owner[owner != NO_OWNER], minlength=len(shapes))
         kept = [k for k in keep if counts[k] >= MIN_VISIBLE_PIXELS
                 and counts[k] >= MIN_VISIBLE_FRACTION * shapes[k].mask.sum()]
@@ -212,7 +220,7 @@ def paint(background: np.ndarray, shapes: list[Shape], keep: list[int],
         rows, cols = np.nonzero(shape.mask)
         # A brightness ramp across the shape, so it is not one flat colour.
         ramp = (cols - cols.mean()) * shape.shading[0] + (rows - rows.mean()) * shape.shading[1]
-        image[rows, cols] = shape.colour + ramp[:, None].astype(np.float32)
+        image[rows, cols] = shape.colour + ramp[:, None]
     noise = rng.standard_normal(image.shape, dtype=np.float32)
     image += noise * np.float32(rng.uniform(4.0, 12.0))
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -296,17 +304,6 @@ def write_png(pixels: np.ndarray, path: Path) -> None:
     path.write_bytes(encoded.tobytes())
 
 
-def _check_parameters(params: SyntheticParameters) -> None:
-    if params.num_images < 1:
-        raise DatasetError(f"synthetic dataset: num_images must be >= 1, got {params.num_images}")
-    if params.image_size < 32:
-        raise DatasetError(f"synthetic dataset: image_size must be >= 32 px, got {params.image_size}")
-    fractions = params.fractions
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise DatasetError(f"synthetic dataset: fractions must be 3 non-negative numbers "
-                           f"summing to 1 (train, val, test), got {list(fractions)}")
-
-
 def _write_dataset(root: Path, params: SyntheticParameters) -> None:
     """Write every file of the dataset under `root` (a fresh, empty folder)."""
     for folder in ("images", "masks", "annotations"):
@@ -340,12 +337,16 @@ def _is_non_empty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
+def _exists_error(out_dir: Path) -> DatasetError:
+    return DatasetError(f"{out_dir}: already exists and is not empty (pass overwrite=True to replace it)")
+
+
 def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
     """Rename the finished `staging` folder to `out_dir`, replacing it only if `overwrite`."""
     if out_dir.is_dir() and not _is_non_empty_dir(out_dir):
         out_dir.rmdir()
     if out_dir.exists() and not overwrite:
-        raise DatasetError(f"{out_dir}: already exists and is not empty (pass overwrite=True to replace it)")
+        raise _exists_error(out_dir)
     retired = None
     if out_dir.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -353,6 +354,8 @@ def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
     try:
         os.replace(staging, out_dir)
     except OSError as error:
+        if retired is not None:  # put the old dataset back rather than lose it
+            os.replace(retired / "dataset", out_dir)
         raise DatasetError(f"{out_dir}: could not move the new dataset into place ({error})") from None
     finally:
         if retired is not None:
@@ -369,11 +372,9 @@ def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_
     Raises `DatasetError` if `out_dir` exists and is not empty, unless `overwrite`.
     """
     out_dir = Path(out_dir)
-    params = SyntheticParameters(int(num_images), int(image_size), int(seed),
-                                 tuple(float(f) for f in fractions))
-    _check_parameters(params)
+    params = SyntheticParameters.of(num_images, image_size, seed, fractions)
     if _is_non_empty_dir(out_dir) and not overwrite:
-        raise DatasetError(f"{out_dir}: already exists and is not empty (pass overwrite=True to replace it)")
+        raise _exists_error(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DatasetError(f"{out_dir}: exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -388,12 +389,9 @@ def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_
 
 def read_manifest(dataset_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The parameters a synthetic dataset was made with, or None if it has no valid manifest."""
-    path = Path(dataset_dir) / MANIFEST_NAME
-    if not path.is_file():
-        return None
     try:
-        manifest = read_json(path)
-    except DatasetError:
+        manifest = read_json(Path(dataset_dir) / MANIFEST_NAME)
+    except DatasetError:  # missing or unreadable
         return None
     return manifest if isinstance(manifest, dict) else None
 
@@ -407,8 +405,7 @@ def ensure_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_si
     non-empty folder without a manifest is not ours to replace: `DatasetError`.
     """
     out_dir = Path(out_dir)
-    wanted = SyntheticParameters(int(num_images), int(image_size), int(seed),
-                                 tuple(float(f) for f in fractions))
+    wanted = SyntheticParameters.of(num_images, image_size, seed, fractions)
     manifest = read_manifest(out_dir)
     paths = annotation_paths(out_dir)
     if manifest == wanted.to_dict() and all(p.is_file() for p in paths.values()):
