@@ -1,0 +1,24 @@
+"""tf.data input pipelines: decode, augment (albumentations), letterbox, pad, batch.
+
+Public entry points:
+- `build_dataset(dataset, task, image_size, batch_size, augment, shuffle, seed, ...)` -> `(x, y)` batches
+- `build_eval_dataset(dataset, task, image_size, batch_size, ...)` -> `(x, meta)` batches
+- `AugmentConfig` - what augmentation does
+- `letterbox_params`, `boxes_to_original`, `boxes_to_original_tf`, `masks_to_original` - the
+  model frame <-> original pixels
+- the batch contract (task names, label codes) in `pipelines.batch_contract`
+"""
+
+from pipelines.augment import AugmentConfig
+from pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,
+                                      PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS)
+from pipelines.dataset import PAD_IMAGE_ID, build_dataset, build_eval_dataset
+from pipelines.letterbox import (LetterboxTransform, boxes_to_original, boxes_to_original_tf,
+                                 letterbox_params, masks_to_original)
+
+__all__ = [
+    "AugmentConfig", "build_dataset", "build_eval_dataset", "PAD_IMAGE_ID",
+    "LetterboxTransform", "letterbox_params", "boxes_to_original", "boxes_to_original_tf", "masks_to_original",
+    "TASKS", "DETECTION", "INSTANCE", "SEMANTIC", "CLASSIFICATION_LOCALIZATION",
+    "PAD_CLASS", "PAD_BOX_VALUE", "SEMANTIC_BACKGROUND", "SEMANTIC_IGNORE",
+]
