@@ -16,7 +16,8 @@ from pycocotools.coco import COCO
 from data.coco import load_coco
 from data.errors import DatasetError
 from data.synthetic import (CATEGORIES, MANIFEST_NAME, MIN_VISIBLE_PIXELS, Shape, ensure_synthetic,
-                            generate_synthetic, semantic_mask_path, visible_shapes)
+                            generate_synthetic, render_background, render_image, sample_shapes,
+                            semantic_mask_path, visible_shapes)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COCO_SMALL_AREA, COCO_LARGE_AREA = 32 ** 2, 96 ** 2
@@ -145,6 +146,32 @@ def test_occluded_instances_are_cut_back_or_dropped():
     # With the second dropped, the first shows columns 0..14 less the 24 px on top of it.
     assert np.sum(owner == 0) == 15 * 20 - 24
     assert [np.sum(owner == k) for k in (1, 2, 3, 4)] == [0, 500, 24, 0]
+
+
+def _dropped_shape_regions(seed: int, size: int, images: int):
+    """(index, background, colour, pixels only a dropped shape covered) per dropped shape."""
+    for index in range(images):
+        rng = np.random.default_rng([seed, index])  # the same stream render_image uses
+        background = render_background(rng, size)
+        shapes = sample_shapes(rng, size, background)
+        keep, owner = visible_shapes(shapes, size)
+        for k in sorted(set(range(len(shapes))) - set(keep)):
+            yield index, background, shapes[k].colour, shapes[k].mask & (owner < 0)
+
+
+def test_dropped_shapes_are_not_painted():
+    """An object too hidden to annotate must not appear in the picture either."""
+    checked = 0
+    for index, background, colour, region in _dropped_shape_regions(seed=0, size=128, images=120):
+        if region.sum() < 30:
+            continue
+        background_mean = background[region].mean(axis=0)
+        if np.linalg.norm(colour - background_mean) < 40:
+            continue
+        image, _, _ = render_image(0, index, 128)
+        assert np.linalg.norm(image[region].mean(axis=0) - background_mean) < 12, index
+        checked += 1
+    assert checked >= 2
 
 
 def test_ensure_reuses_then_regenerates_on_new_parameters(tmp_path):
