@@ -1,17 +1,10 @@
 """Validate a COCO instances file and its images, listing every fault at once.
 
-`data.coco.load_coco` stops at the first structural fault; `validate_coco` reads the
-same file defensively and collects every problem it finds, each naming the record at
-fault (annotation id and its image, image file, category) and the field, so a dataset
-can be fixed in one pass. It reports; it never raises for bad input.
-
-Checked: the file and its JSON; the top-level keys; record types and required fields;
-duplicate ids and file names; annotations pointing at unknown images or categories; the
-bbox (COCO `[x, y, width, height]` pixels: 4 finite numbers, positive size, inside the
-image within `BOX_TOLERANCE_PX`); area; iscrowd; the segmentation (polygons, uncompressed
-and compressed RLE, decoded with pycocotools once their structure is known to be safe);
-and, unless `check_images=False`, that every image file exists, decodes completely and
-has the declared width and height.
+`data.coco.load_coco` stops at the first fault; `validate_coco` reads the same file
+defensively and reports every problem, each naming the record (annotation id and its
+image, image file, category) and the field at fault, so a dataset is fixed in one pass.
+It never raises for bad input. Boxes here are COCO `[x, y, width, height]` pixels.
+Image files are checked to exist, decode completely and have the declared size.
 """
 
 from __future__ import annotations
@@ -31,14 +24,12 @@ from tqdm import tqdm
 
 from data.coco import REQUIRED_TOP_LEVEL_KEYS, decode_segmentation, default_image_dir
 
-# Boxes and polygon points may stick out of the image by this much (float rounding of
-# converters and annotation tools) before it counts as a fault.
+# Boxes and polygon points may stick out of the image by this much (float rounding).
 BOX_TOLERANCE_PX = 1.0
 CROWD_FLAGS = (0, 1)
 # A progress bar on stderr only when checking the image files takes noticeable time.
 PROGRESS_MIN_IMAGES = 200
-# pycocotools decodes into a full `[height, width]` array: skip the decode (not the
-# structural checks) for absurd declared sizes rather than exhaust memory.
+# pycocotools decodes into a full [height, width] array: not for absurd declared sizes.
 MAX_DECODE_PIXELS = 1 << 27
 # Compressed RLE counts: 6-bit groups stored as characters from '0' (48) upwards.
 RLE_CHAR_OFFSET = 48
@@ -46,6 +37,9 @@ RLE_GROUP_CONTINUES = 0x20
 RLE_GROUP_SIGN = 0x10
 RLE_GROUP_VALUE_MASK = 0x1F
 
+# Names of JSON value kinds for messages; bool before int because True is an int.
+JSON_KINDS = ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
+              ((int, float), "a number"))
 _UNREADABLE = object()
 
 
@@ -63,13 +57,18 @@ class Problem:
 
 @dataclass
 class ValidationReport:
-    """Every problem found in one COCO file (and its images), plus what it holds."""
+    """Every problem found in one COCO file (and its images), plus what it holds.
+
+    The counts are the lengths of the file's sections; `sections_read` is False when
+    the file could not be parsed into a JSON object, and the counts then mean nothing.
+    """
 
     source: str
     problems: list[Problem] = dataclass_field(default_factory=list)
     num_images: int = 0
     num_annotations: int = 0
     num_categories: int = 0
+    sections_read: bool = False
 
     @property
     def ok(self) -> bool:
@@ -86,7 +85,8 @@ class ValidationReport:
             return f"OK: {contents}"
         kinds = ", ".join(f"{name}: {n}" for name, n in Counter(p.field for p in self.problems).most_common())
         lines = [str(problem) for problem in self.problems]
-        lines.append(f"FAILED: {len(self.problems)} problem(s) in {self.source} ({kinds}); {contents}")
+        lines.append(f"FAILED: {len(self.problems)} problem(s) in {self.source} ({kinds})"
+                     + (f"; {contents}" if self.sections_read else ""))
         return "\n".join(lines)
 
 
@@ -129,6 +129,7 @@ def _validate_into(report: ValidationReport, path: Path, image_dir: str | os.Pat
     sections = _top_level_sections(payload, report)
     if sections is None:
         return
+    report.sections_read = True
     report.num_images = len(sections["images"] or [])
     report.num_annotations = len(sections["annotations"] or [])
     report.num_categories = len(sections["categories"] or [])
@@ -148,17 +149,15 @@ def _read_payload(path: Path, report: ValidationReport) -> Any:
             return json.load(f)
     except FileNotFoundError:
         report.add(where, "file", "not found")
-    except IsADirectoryError:
-        report.add(where, "file", "is a folder, not a JSON file")
-    except PermissionError:
-        report.add(where, "file", "cannot be read (permission denied)")
+    except OSError as e:  # a folder, no permission, an I/O error
+        report.add(where, "file", f"cannot be read ({e.strerror or e})")
     except UnicodeDecodeError as e:
         report.add(where, "json", f"not UTF-8 text (bad byte at offset {e.start})")
     except json.JSONDecodeError as e:
         report.add(where, "json", f"invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
     except RecursionError:
         report.add(where, "json", "nested too deeply to parse")
-    except (OSError, ValueError) as e:
+    except ValueError as e:  # e.g. an integer literal too long for Python to convert
         report.add(where, "json", f"cannot be parsed: {e}")
     return _UNREADABLE
 
@@ -248,13 +247,11 @@ def _check_annotations(records: list | None, images: dict[int, _DeclaredImage] |
         category_id = _required_int(record, "category_id", where, report)
         if category_id is not None and category_ids is not None and category_id not in category_ids:
             report.add(where, "category_id", f"category {category_id} is not in categories")
-        bbox_problem = _bbox_problem(record, image)
-        if bbox_problem:
-            report.add(where, "bbox", bbox_problem)
-        _check_area_and_crowd(record, where, report)
-        segmentation_problem = _segmentation_problem(record.get("segmentation"), image)
-        if segmentation_problem:
-            report.add(where, "segmentation", segmentation_problem)
+        for field_name, problem in (("bbox", _bbox_problem(record, image)), ("area", _area_problem(record)),
+                                    ("iscrowd", _crowd_problem(record)),
+                                    ("segmentation", _segmentation_problem(record.get("segmentation"), image))):
+            if problem:
+                report.add(where, field_name, problem)
 
 
 def _annotation_where(index: int, record: dict, image: _DeclaredImage | None) -> str:
@@ -288,20 +285,19 @@ def _bbox_problem(record: dict, image: _DeclaredImage | None) -> str | None:
     return None
 
 
-def _check_area_and_crowd(record: dict, where: str, report: ValidationReport) -> None:
-    """`area` and `iscrowd` are optional; when present they must be sane."""
-    if "area" in record:
-        area = record["area"]
-        if not _is_number(area):
-            report.add(where, "area", f"must be a number, got {_describe(area)}")
-        elif not math.isfinite(area):
-            report.add(where, "area", f"is NaN or infinity ({area})")
-        elif area < 0:
-            report.add(where, "area", f"must not be negative, got {area}")
-    if "iscrowd" in record:
-        crowd = record["iscrowd"]
-        if not _is_int(crowd) or crowd not in CROWD_FLAGS:
-            report.add(where, "iscrowd", f"must be 0 or 1, got {_describe(crowd)}")
+def _area_problem(record: dict) -> str | None:
+    """`area` is optional (loaders default it); when present it must be a sane number."""
+    area = record.get("area", 0)
+    if not _is_number(area):
+        return f"must be a number, got {_describe(area)}"
+    if not math.isfinite(area):
+        return f"is NaN or infinity ({area})"
+    return f"must not be negative, got {area}" if area < 0 else None
+
+
+def _crowd_problem(record: dict) -> str | None:
+    crowd = record.get("iscrowd", 0)
+    return None if _is_int(crowd) and crowd in CROWD_FLAGS else f"must be 0 or 1, got {_describe(crowd)}"
 
 
 def _segmentation_problem(segmentation: Any, image: _DeclaredImage | None) -> str | None:
@@ -471,16 +467,11 @@ def _is_number(value: Any) -> bool:
 
 
 def _json_type(value: Any) -> str:
-    kinds = ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
-             ((int, float), "a number"))
-    if value is None:
-        return "null"
-    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+    return "null" if value is None else next(name for kind, name in JSON_KINDS if isinstance(value, kind))
 
 
 def _describe(value: Any, limit: int = 60) -> str:
-    """`a string '12'`: the JSON kind and a short rendering of a bad value."""
-    text = json.dumps(value)  # JSON-parsed values always serialize (NaN as NaN)
-    if len(text) > limit:
-        text = text[:limit - 3] + "..."
-    return f"{_json_type(value)} {text}" if value is not None else "null"
+    """`a string "12"`: the JSON kind and a short rendering of a bad value."""
+    text = json.dumps(value)  # values parsed from JSON always serialize (NaN as NaN)
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    return "null" if value is None else f"{_json_type(value)} {text}"

@@ -312,17 +312,20 @@ def test_missing_image_folder_is_one_problem(dataset, tmp_path):
     ('[{"images": []}]', "top level", "must be a JSON object"),
     ('null', "top level", "got null"),
     ('', "json", "invalid JSON at line 1 column 1"),
+    ('[' * 100_000, "json", "nested too deeply"),
+    ('{"images": [{"id": ' + '9' * 5000 + '}]}', "json", "cannot be parsed"),
 ])
 def test_unparsable_or_wrong_top_level_json_is_reported(tmp_path, text, field, words):
     path = tmp_path / "instances.json"
     path.write_text(text)
     report = validate_coco(path)
     assert _find(report, str(path), field, words), report.format()
+    assert report.format().splitlines()[-1] == f"FAILED: 1 problem(s) in {path} ({field}: 1)"
 
 
 def test_missing_unreadable_and_non_utf8_files_are_reported(tmp_path):
     assert _find(validate_coco(tmp_path / "nope.json"), str(tmp_path / "nope.json"), "file", "not found")
-    assert _find(validate_coco(tmp_path), str(tmp_path), "file", "folder")
+    assert _find(validate_coco(tmp_path), str(tmp_path), "file", "cannot be read")
     latin = tmp_path / "latin.json"
     latin.write_bytes('{"images": "caf\xe9"}'.encode("latin-1"))
     assert _find(validate_coco(latin), str(latin), "json", "not UTF-8")
@@ -341,6 +344,22 @@ def test_odd_values_anywhere_are_reported_never_raised(dataset):
                 _write(payload, path)
                 report = validate_coco(path, check_images=False)
                 assert not [p for p in report.problems if p.field == "validator"], report.format()
+
+
+def test_huge_declared_image_is_checked_without_decoding_masks(tmp_path):
+    side = 1_000_000  # a decoded mask would need 10**12 bytes
+    payload = {"images": [{"id": 1, "file_name": "a.png", "width": side, "height": side}],
+               "categories": [{"id": 1, "name": "a"}],
+               "annotations": [
+                   {"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9],
+                    "segmentation": [[0, 0, 9, 0, 9, 9]]},
+                   {"id": 2, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9],
+                    "segmentation": {"size": [side, side], "counts": [5, side * side - 5]}},
+                   {"id": 3, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9],
+                    "segmentation": {"size": [side, side], "counts": [5, 5]}}]}
+    _write(payload, tmp_path / "huge.json")
+    report = validate_coco(tmp_path / "huge.json", check_images=False)
+    assert [(p.where, p.field) for p in report.problems] == [("annotation 3 (image 1 'a.png')", "segmentation")]
 
 
 def test_compressed_rle_runs_rebuild_pycocotools_masks():
