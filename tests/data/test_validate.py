@@ -7,7 +7,6 @@ thing, and checks the report names the annotation / image file / category and th
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import subprocess
 import sys
