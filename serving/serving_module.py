@@ -1,0 +1,122 @@
+"""The exportable module: decode -> letterbox -> model -> back to original pixels, all in-graph.
+
+`ServingModule` wraps any `infer(pixels float32 [B, S, S, 3] in 0..255) -> dict` (a Keras
+model, a `tf.Module`, or a `tf.function`) whose outputs live in the `S x S` letterbox
+frame (see `serving.letterbox` for the transform and `serving.task_outputs` for what
+each task must return and what it serves). It has two signatures:
+
+    serving_default(images: tf.string [None])          encoded PNG/JPEG/BMP/GIF (first frame),
+                                                       each of its own size
+    serving_pixels(pixels: tf.uint8 [None, None, None, 3])   a batch of same-size RGB images
+
+Both return the same outputs (`serving.task_outputs`), in original image pixels. Label
+names are written to `labels.txt`, carried as a SavedModel asset, and looked up in-graph
+to produce `class_names`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from serving.letterbox import LetterboxSpec, letterbox_images, letterbox_image, letterbox_transform
+from serving.task_outputs import TASKS, served_outputs
+
+DEFAULT_SIGNATURE = "serving_default"
+PIXELS_SIGNATURE = "serving_pixels"
+IMAGES_INPUT = "images"
+PIXELS_INPUT = "pixels"
+LABELS_FILENAME = "labels.txt"
+
+
+class ServingModuleError(ValueError):
+    """The arguments cannot make a serving module; the message says which and why."""
+
+
+def _check_label_names(label_names: Sequence[str]) -> list[str]:
+    names = [str(n) for n in label_names]
+    if not names:
+        raise ServingModuleError("label_names is empty: a served model needs at least one class name")
+    bad = [n for n in names if "\n" in n or "\r" in n]
+    if bad:
+        raise ServingModuleError(f"label names may not contain line breaks (one per line in "
+                                 f"{LABELS_FILENAME}): {bad[:3]}")
+    return names
+
+
+class ServingModule(tf.Module):
+    """A `tf.Module` with `serving_default` (encoded images) and `serving_pixels` (uint8 pixels).
+
+    Args:
+      infer: `pixels float32 [B, S, S, 3] (0..255) -> dict of batched tensors` in the frame.
+      task: one of `serving.task_outputs.TASKS`.
+      letterbox: the `LetterboxSpec` (or just S) used in training.
+      label_names: class index -> name, in index order (`LabelMap.names`).
+      trackables: objects holding variables that a plain-function `infer` uses, so the
+        SavedModel saves them (not needed when `infer` is a Keras model or `tf.Module`).
+    """
+
+    def __init__(self, infer: Callable[[tf.Tensor], dict[str, Any]], *, task: str,
+                 letterbox: LetterboxSpec | int, label_names: Sequence[str],
+                 trackables: Sequence[Any] = (), name: str = "detseg_serving"):
+        super().__init__(name=name)
+        if task not in TASKS:
+            raise ServingModuleError(f"task must be one of {TASKS}, got {task!r}")
+        self.task = task
+        self.letterbox_spec = letterbox if isinstance(letterbox, LetterboxSpec) else LetterboxSpec(int(letterbox))
+        self.label_names = _check_label_names(label_names)
+        self.infer = infer
+        self.trackables = list(trackables)
+        self._labels_dir = tempfile.TemporaryDirectory(prefix="detseg-labels-")
+        labels_path = Path(self._labels_dir.name) / LABELS_FILENAME
+        labels_path.write_text("\n".join(self.label_names) + "\n", encoding="utf-8")
+        self.labels_asset = tf.saved_model.Asset(str(labels_path))
+        initializer = tf.lookup.TextFileInitializer(
+            self.labels_asset, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
+        self.label_table = tf.lookup.StaticHashTable(initializer, default_value="")
+
+    def _label_lookup(self, classes: tf.Tensor) -> tf.Tensor:
+        return self.label_table.lookup(tf.cast(classes, tf.int64))
+
+    def _run_model(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        if isinstance(self.infer, keras.Layer):
+            return self.infer(pixels, training=False)
+        return self.infer(pixels)
+
+    def _serve(self, pixels: tf.Tensor, transforms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        raw = self._run_model(pixels)
+        return served_outputs(self.task, raw, transforms, self.letterbox_spec.size,
+                              self._label_lookup, len(self.label_names))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Encoded images `tf.string [B]` -> served outputs (see `serving.task_outputs`)."""
+        size = self.letterbox_spec.size
+
+        def decode_and_frame(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+            image = tf.ensure_shape(image, [None, None, 3])
+            framed, _ = letterbox_image(image, self.letterbox_spec)
+            return framed, tf.shape(image)[:2]
+
+        pixels, sizes = tf.map_fn(
+            decode_and_frame, images,
+            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
+        transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], self.letterbox_spec)
+        return self._serve(pixels, transforms)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)])
+    def serving_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Same-size RGB images `uint8 [B, H, W, 3]` -> served outputs."""
+        framed, transforms = letterbox_images(pixels, self.letterbox_spec)
+        return self._serve(framed, transforms)
+
+    def signatures(self) -> dict[str, Any]:
+        """The signature map for `tf.saved_model.save`."""
+        return {DEFAULT_SIGNATURE: self.serving_default.get_concrete_function(),
+                PIXELS_SIGNATURE: self.serving_pixels.get_concrete_function()}
