@@ -22,24 +22,17 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from data.coco import REQUIRED_TOP_LEVEL_KEYS, decode_segmentation, default_image_dir
+from data.coco import REQUIRED_TOP_LEVEL_KEYS, default_image_dir
+from data.json_values import describe, is_int, is_number, json_type
+from data.segmentation_checks import segmentation_problem
 
 # Boxes and polygon points may stick out of the image by this much (float rounding).
 BOX_TOLERANCE_PX = 1.0
 CROWD_FLAGS = (0, 1)
 # A progress bar on stderr only when checking the image files takes noticeable time.
 PROGRESS_MIN_IMAGES = 200
-# pycocotools decodes into a full [height, width] array: not for absurd declared sizes.
-MAX_DECODE_PIXELS = 1 << 27
-# Compressed RLE counts: 6-bit groups stored as characters from '0' (48) upwards.
-RLE_CHAR_OFFSET = 48
-RLE_GROUP_CONTINUES = 0x20
-RLE_GROUP_SIGN = 0x10
-RLE_GROUP_VALUE_MASK = 0x1F
 
-# Names of JSON value kinds for messages; bool before int because True is an int.
-JSON_KINDS = ((bool, "a boolean"), (dict, "an object"), (list, "an array"), (str, "a string"),
-              ((int, float), "a number"))
+
 _UNREADABLE = object()
 
 
@@ -166,7 +159,7 @@ def _top_level_sections(payload: Any, report: ValidationReport) -> dict[str, lis
     """`images`, `annotations`, `categories` lists; None for each one missing or not a list."""
     if not isinstance(payload, dict):
         report.add(report.source, "top level",
-                   f"must be a JSON object with keys {list(REQUIRED_TOP_LEVEL_KEYS)}, got {_json_type(payload)}")
+                   f"must be a JSON object with keys {list(REQUIRED_TOP_LEVEL_KEYS)}, got {json_type(payload)}")
         return None
     sections: dict[str, list | None] = {}
     for key in REQUIRED_TOP_LEVEL_KEYS:
@@ -175,7 +168,7 @@ def _top_level_sections(payload: Any, report: ValidationReport) -> dict[str, lis
         if key not in payload:
             report.add(report.source, key, "missing top-level key")
         elif not isinstance(value, list):
-            report.add(report.source, key, f"must be an array, got {_json_type(value)}")
+            report.add(report.source, key, f"must be an array, got {json_type(value)}")
     return sections
 
 
@@ -195,7 +188,7 @@ def _check_categories(records: list | None, report: ValidationReport) -> set[int
         if "name" not in record:
             report.add(where, "name", "missing required field")
         elif not isinstance(record["name"], str) or not record["name"].strip():
-            report.add(where, "name", f"must be a non-empty string, got {_describe(record['name'])}")
+            report.add(where, "name", f"must be a non-empty string, got {describe(record['name'])}")
     return set(first_index)
 
 
@@ -219,7 +212,7 @@ def _check_images(records: list | None, report: ValidationReport) -> dict[int, _
         if "file_name" not in record:
             report.add(where, "file_name", "missing required field")
         elif file_name is None:
-            report.add(where, "file_name", f"must be a non-empty string, got {_describe(record['file_name'])}")
+            report.add(where, "file_name", f"must be a non-empty string, got {describe(record['file_name'])}")
         else:
             _note_duplicate(first_by_name, file_name, index, "images", where, "file_name", report)
         width = _required_int(record, "width", where, report, positive=True)
@@ -236,7 +229,7 @@ def _check_annotations(records: list | None, images: dict[int, _DeclaredImage] |
     for index, record in enumerate(records or []):
         if not _is_object(record, f"annotations[{index}]", report):
             continue
-        image = images.get(record.get("image_id")) if images and _is_int(record.get("image_id")) else None
+        image = images.get(record.get("image_id")) if images and is_int(record.get("image_id")) else None
         where = _annotation_where(index, record, image)
         annotation_id = _required_int(record, "id", where, report)
         if annotation_id is not None:
@@ -247,9 +240,10 @@ def _check_annotations(records: list | None, images: dict[int, _DeclaredImage] |
         category_id = _required_int(record, "category_id", where, report)
         if category_id is not None and category_ids is not None and category_id not in category_ids:
             report.add(where, "category_id", f"category {category_id} is not in categories")
+        height, width = (image.height, image.width) if image else (None, None)
         for field_name, problem in (("bbox", _bbox_problem(record, image)), ("area", _area_problem(record)),
                                     ("iscrowd", _crowd_problem(record)),
-                                    ("segmentation", _segmentation_problem(record.get("segmentation"), image))):
+                                    ("segmentation", segmentation_problem(record.get("segmentation"), height, width))):
             if problem:
                 report.add(where, field_name, problem)
 
@@ -257,11 +251,11 @@ def _check_annotations(records: list | None, images: dict[int, _DeclaredImage] |
 def _annotation_where(index: int, record: dict, image: _DeclaredImage | None) -> str:
     """`annotation 17 (image 3 'img_0003.png')`, as much of it as the record allows."""
     annotation_id = record.get("id")
-    where = f"annotation {annotation_id}" if _is_int(annotation_id) else f"annotations[{index}]"
+    where = f"annotation {annotation_id}" if is_int(annotation_id) else f"annotations[{index}]"
     image_id = record.get("image_id")
     if image is not None and image.file_name:
         where += f" (image {image_id} '{image.file_name}')"
-    elif _is_int(image_id):
+    elif is_int(image_id):
         where += f" (image {image_id})"
     return where
 
@@ -270,8 +264,8 @@ def _bbox_problem(record: dict, image: _DeclaredImage | None) -> str | None:
     if "bbox" not in record:
         return "missing required field"
     bbox = record["bbox"]
-    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_is_number(v) for v in bbox):
-        return f"must be 4 numbers [x, y, width, height], got {_describe(bbox)}"
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(is_number(v) for v in bbox):
+        return f"must be 4 numbers [x, y, width, height], got {describe(bbox)}"
     if not all(math.isfinite(v) for v in bbox):
         return f"contains NaN or infinity: {bbox}"
     x, y, w, h = bbox
@@ -288,8 +282,8 @@ def _bbox_problem(record: dict, image: _DeclaredImage | None) -> str | None:
 def _area_problem(record: dict) -> str | None:
     """`area` is optional (loaders default it); when present it must be a sane number."""
     area = record.get("area", 0)
-    if not _is_number(area):
-        return f"must be a number, got {_describe(area)}"
+    if not is_number(area):
+        return f"must be a number, got {describe(area)}"
     if not math.isfinite(area):
         return f"is NaN or infinity ({area})"
     return f"must not be negative, got {area}" if area < 0 else None
@@ -297,99 +291,7 @@ def _area_problem(record: dict) -> str | None:
 
 def _crowd_problem(record: dict) -> str | None:
     crowd = record.get("iscrowd", 0)
-    return None if _is_int(crowd) and crowd in CROWD_FLAGS else f"must be 0 or 1, got {_describe(crowd)}"
-
-
-def _segmentation_problem(segmentation: Any, image: _DeclaredImage | None) -> str | None:
-    """What is wrong with a segmentation (absent is fine), or None.
-
-    Structure is checked first because pycocotools does not: NaN polygon points or
-    RLE counts that do not cover the image make it hang, crash or return garbage.
-    """
-    if segmentation is None:
-        return None
-    if isinstance(segmentation, list):
-        problem = _polygons_problem(segmentation, image)
-    elif isinstance(segmentation, dict):
-        problem = _rle_problem(segmentation, image)
-    else:
-        return f"must be a list of polygons or an RLE object, got {_describe(segmentation)}"
-    if problem or image is None or not image.size_known or image.width * image.height > MAX_DECODE_PIXELS:
-        return problem
-    try:
-        decode_segmentation(segmentation, image.height, image.width)
-    except Exception as e:  # pycocotools raises several kinds; all mean the same to the user
-        return f"does not decode ({type(e).__name__}: {e})"
-    return None
-
-
-def _polygons_problem(polygons: list, image: _DeclaredImage | None) -> str | None:
-    for k, polygon in enumerate(polygons):
-        if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
-            return f"polygon {k} must be a list of numbers [x0, y0, x1, y1, ...], got {_describe(polygon)}"
-        if not all(math.isfinite(v) for v in polygon):
-            return f"polygon {k} contains NaN or infinity"
-        if len(polygon) % 2:
-            return f"polygon {k} has an odd number of coordinates ({len(polygon)})"
-        if len(polygon) < 6:
-            return f"polygon {k} has {len(polygon) // 2} point(s); a polygon needs at least 3"
-        if image is not None and image.size_known:
-            xs, ys = polygon[0::2], polygon[1::2]
-            if (min(xs) < -BOX_TOLERANCE_PX or min(ys) < -BOX_TOLERANCE_PX
-                    or max(xs) > image.width + BOX_TOLERANCE_PX or max(ys) > image.height + BOX_TOLERANCE_PX):
-                return f"polygon {k} has points outside the {image.width}x{image.height} image"
-    return None
-
-
-def _rle_problem(rle: dict, image: _DeclaredImage | None) -> str | None:
-    """RLE `{"size": [height, width], "counts": [runs...] or "compressed"}` structure."""
-    if "size" not in rle or "counts" not in rle:
-        return f"RLE must have 'size' and 'counts', got keys {sorted(rle)}"
-    size, counts = rle["size"], rle["counts"]
-    if not isinstance(size, list) or len(size) != 2 or not all(_is_int(v) and v >= 0 for v in size):
-        return f"RLE size must be [height, width] integers, got {_describe(size)}"
-    if image is not None and image.size_known and size != [image.height, image.width]:
-        return f"RLE size {size} does not match the image's [height, width] [{image.height}, {image.width}]"
-    if isinstance(counts, list):
-        if not all(_is_int(v) and v >= 0 for v in counts):
-            return "uncompressed RLE counts must be non-negative integers"
-        runs = counts
-    elif isinstance(counts, str):
-        runs = compressed_rle_runs(counts)
-        if runs is None or any(v < 0 for v in runs):
-            return "compressed RLE counts string is not valid"
-    else:
-        return f"RLE counts must be a list of integers or a string, got {_describe(counts)}"
-    if sum(runs) != size[0] * size[1]:
-        return f"RLE counts cover {sum(runs)} pixels but size {size} has {size[0] * size[1]}"
-    return None
-
-
-def compressed_rle_runs(text: str) -> list[int] | None:
-    """The run lengths of a COCO compressed RLE `counts` string; None if malformed.
-
-    Each run is written in 5-bit groups, least significant first, one character per
-    group (`chr(48 + group)`); bit 0x20 says another group follows, bit 0x10 of the last
-    group is the sign. From the third run on, a run is stored as its difference to the
-    run two places before it.
-    """
-    runs: list[int] = []
-    value = shift = 0
-    for char in text:
-        group = ord(char) - RLE_CHAR_OFFSET
-        if not 0 <= group < 2 * RLE_GROUP_CONTINUES:
-            return None
-        value |= (group & RLE_GROUP_VALUE_MASK) << shift
-        shift += 5
-        if group & RLE_GROUP_CONTINUES:
-            continue
-        if group & RLE_GROUP_SIGN:
-            value -= 1 << shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-        value = shift = 0
-    return None if shift else runs
+    return None if is_int(crowd) and crowd in CROWD_FLAGS else f"must be 0 or 1, got {describe(crowd)}"
 
 
 def _check_image_files(images: list[_DeclaredImage], image_dir: Path, report: ValidationReport) -> None:
@@ -434,8 +336,8 @@ def _required_int(record: dict, key: str, where: str, report: ValidationReport,
         report.add(where, key, "missing required field")
         return None
     value = record[key]
-    if not _is_int(value):
-        report.add(where, key, f"must be an integer, got {_describe(value)}")
+    if not is_int(value):
+        report.add(where, key, f"must be an integer, got {describe(value)}")
         return None
     if positive and value <= 0:
         report.add(where, key, f"must be positive, got {value}")
@@ -454,24 +356,5 @@ def _note_duplicate(first_index: dict, key: Any, index: int, section: str, where
 def _is_object(record: Any, where: str, report: ValidationReport) -> bool:
     if isinstance(record, dict):
         return True
-    report.add(where, "record", f"must be a JSON object, got {_describe(record)}")
+    report.add(where, "record", f"must be a JSON object, got {describe(record)}")
     return False
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _json_type(value: Any) -> str:
-    return "null" if value is None else next(name for kind, name in JSON_KINDS if isinstance(value, kind))
-
-
-def _describe(value: Any, limit: int = 60) -> str:
-    """`a string "12"`: the JSON kind and a short rendering of a bad value."""
-    text = json.dumps(value)  # values parsed from JSON always serialize (NaN as NaN)
-    text = text if len(text) <= limit else text[:limit - 3] + "..."
-    return "null" if value is None else f"{_json_type(value)} {text}"
