@@ -31,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--confusion-score", type=float, default=0.5,
                    help="lowest score of a detection counted in the confusion matrix (default 0.5)")
     p.add_argument("--model", default=None, help="what made the predictions, recorded in the report")
+    p.add_argument("--images", type=Path, default=None,
+                   help="image folder for the example pictures (default: guessed from --annotations)")
+    p.add_argument("--examples", type=int, default=4,
+                   help="images drawn with ground truth and predictions side by side (default 4, 0: none)")
     p.set_defaults(func=_evaluate)
 
 
@@ -42,8 +46,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = build_detection_report(args.annotations, args.predictions, IOU_TYPE_CHOICES[args.iou_type],
                                      model=args.model, confusion_iou_threshold=args.confusion_iou,
                                      confusion_score_threshold=args.confusion_score)
-    written = write_report(args.out, report)
+    examples = _examples(args, report)
+    written = write_report(args.out, report, examples)
     for section in report["coco"].values():
         print(format_stats_table(section))
     print(f"report: {written['html']} (also {written['markdown'].name}, {written['json'].name})", file=sys.stdout)
     return 0
+
+
+def _examples(args: argparse.Namespace, report: dict) -> list[Path]:
+    """Example pictures; without --images and no image files where guessed, a note instead."""
+    from data.coco import load_coco
+    from evaluation.example_images import render_examples
+
+    if args.examples <= 0:
+        return []
+    dataset = load_coco(args.annotations, args.images)
+    if args.images is None and not (dataset.images and dataset.image_path(dataset.images[0]).is_file()):
+        print(f"detseg: note: no example pictures: no image files in {dataset.image_dir} "
+              "(pass --images DIR)", file=sys.stderr)
+        return []
+    return render_examples(dataset, args.predictions, args.out, args.examples, args.confusion_score,
+                           with_masks="segm" in report["coco"])

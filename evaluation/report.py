@@ -25,19 +25,25 @@ def write_report(out_dir: str | os.PathLike, report: dict[str, Any],
     """Write `report` (see `evaluation.report_contents`) into `out_dir`.
 
     `examples`: PNG files (e.g. predictions and ground truth side by side) to show in the
-    Markdown/HTML report. The plot files are listed in the JSON under `plots` (paths
-    relative to `out_dir`). Returns the written files by name: "json", "markdown",
-    "html" and one entry per plot.
+    Markdown/HTML report. The plot and example files are listed in the JSON under
+    `plots` and `examples` (paths relative to `out_dir`). Returns the written files by
+    name: "json", "markdown", "html" and one entry per plot.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = draw_report_plots(report, out_dir / PLOTS_DIR)
-    report = {**report, "plots": {key: path.relative_to(out_dir).as_posix() for key, path in plots.items()}}
+    examples = [Path(p) for p in examples]
+    report = {**report, "plots": {key: _relative(path, out_dir) for key, path in plots.items()},
+              "examples": [_relative(path, out_dir) for path in examples]}
     written = {"json": write_json_atomic(report, out_dir / "report.json")}
-    blocks = report_blocks(report, plots, [Path(p) for p in examples])
+    blocks = report_blocks(report, plots, examples)
     written["markdown"] = _write_text(out_dir / "report.md", to_markdown(blocks, out_dir))
     written["html"] = _write_text(out_dir / "report.html", to_html(blocks, "detseg evaluation report"))
     return {**written, **plots}
+
+
+def _relative(path: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
 def _write_text(path: Path, text: str) -> Path:
