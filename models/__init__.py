@@ -1,0 +1,24 @@
+"""Models: backbones and transfer learning, box geometry, task heads and models.
+
+Pure Keras 3 / TensorFlow / keras-cv: imports nothing else of detseg's. Every model
+takes raw pixels (float32 `[B, H, W, 3]`, 0..255) and normalizes them inside.
+"""
+
+from models.backbones import (
+    BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, build_backbone, feature_shape)
+from models.backbone_weights import BackboneError, BackboneWeightsError
+from models.classification_localization import (
+    ClassificationLocalizationError, ClassificationLocalizationModel, build_classifier,
+    build_clsloc_head)
+from models.clsloc_losses import BOX_LOSSES, NO_OBJECT
+from models.pixel_normalization import PixelNormalization
+from models.transfer import (
+    ALL_BLOCKS, TransferError, backbone_blocks, freeze, unfreeze_top_blocks, weights_fingerprint)
+
+__all__ = [
+    "ALL_BLOCKS", "BACKBONE_NAMES", "BOX_LOSSES", "BackboneError", "BackboneWeightsError",
+    "ClassificationLocalizationError", "ClassificationLocalizationModel", "FEATURE_LEVELS",
+    "FEATURE_STRIDES", "NO_OBJECT", "PixelNormalization", "TransferError", "backbone_blocks",
+    "build_backbone", "build_classifier", "build_clsloc_head", "feature_shape", "freeze",
+    "unfreeze_top_blocks", "weights_fingerprint",
+]
