@@ -14,7 +14,10 @@ import traceback
 
 COMMAND_MODULES = (
     "detseg.data_commands",
+    "detseg.demo_command",
     "detseg.evaluate_command",
+    "detseg.serve_command",
+    "detseg.predict_command",
 )
 
 
@@ -28,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow's C++ start-up chatter (CUDA probes, CPU flags) is noise to a CLI user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
