@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "detseg.evaluate_command",
     "detseg.serve_command",
     "detseg.predict_command",
+    "detseg.train_command",
 )
 
 

@@ -1,0 +1,17 @@
+"""Model families the trainer knows: `FAMILIES[name]` is everything it needs from one.
+
+To add a family (YOLO, SSD, FCN, U-Net, Faster/Mask R-CNN), write its
+`training.model_family.ModelFamily` in a file of its own (as `training/clsloc_family.py`
+does) and add one line here. The config's `model.family` picks the entry and `model.head`
+is checked against its `head_config` dataclass. This dict is the only place family names
+are looked up.
+"""
+
+from __future__ import annotations
+
+from training.clsloc_family import CLSLOC_FAMILY
+from training.model_family import ModelFamily
+
+FAMILIES: dict[str, ModelFamily] = {
+    "clsloc": CLSLOC_FAMILY,
+}

@@ -1,0 +1,105 @@
+"""`train(config)`: strategy -> data -> stage 1 -> stage 2 -> final model and its evaluation.
+
+    from training.config import load_config
+    from training.trainer import train
+    result = train(load_config("configs/clsloc_synthetic.yaml", ["stage2.epochs=2"]))
+    print(result.metrics)
+
+Running the same config again continues the run in `runs/<name>/` where it stopped (after
+a crash, kill -9 included); a finished run is not retrained. `restart=True` discards the
+run directory's checkpoints first (the feature cache is kept: it is keyed by content).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from training.callbacks import progress_verbosity
+from training.config import TrainConfig, config_fingerprint, config_to_yaml
+from training.families import FAMILIES
+from training.run_directory import RunDirectory, RunState, resume_state
+from training.strategy import build_strategy, is_chief
+from training.training_data import resolve_training_data
+from training.transfer_stages import (TrainingSession, evaluate_model, final_model, run_stage1,
+                                      run_stage2)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run lives, the final model's validation metrics, and the headline value."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    headline_metric: str
+    resumed: bool
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """Python, NumPy and TF seeds; with `deterministic`, TF ops also run deterministically.
+
+    Op determinism makes the same config give the same weights run after run on CPU.
+    """
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def _stderr(message: str) -> None:
+    print(f"detseg train: {message}", file=sys.stderr, flush=True)
+
+
+def train(config: TrainConfig, restart: bool = False, verbose: int | None = None,
+          log: Callable[[str], None] = _stderr) -> TrainResult:
+    """Trains `config` in its run directory; returns the final validation metrics."""
+    strategy = build_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy needs that
+    seed_everything(config.seed, config.deterministic)
+    family = FAMILIES[config.model.family]
+    data = resolve_training_data(config)
+    run_dir = RunDirectory(config.run_dir, writable=is_chief(strategy))
+    state = resume_state(run_dir, config_fingerprint(config), restart)
+    resumed = state.epochs_done > 0 or state.stage > 1
+    run_dir.write_text(run_dir.config_path, config_to_yaml(config))
+    run_dir.write_label_map(data.label_map)
+    session = TrainingSession(config, family, data, run_dir, strategy, log,
+                              progress_verbosity() if verbose is None else verbose)
+    log(f"run {run_dir.root}: {config.model.family} on {config.model.backbone} at "
+        f"{config.model.image_size} px, {len(data.train.images)} train / {len(data.val.images)} val "
+        f"images, {strategy.num_replicas_in_sync} replica(s) ({config.strategy})")
+    if state.run_done and run_dir.evaluation_path.is_file():
+        log("this run is already complete; pass --restart to train it again")
+        return _result(run_dir, family.headline_metric, resumed=True)
+    state = _train_stages(session, state)
+    model = final_model(session, last_stage=2 if config.stage2.epochs > 0 else 1)
+    run_dir.save_model(model)
+    metrics = evaluate_model(session, model)
+    run_dir.write_json(run_dir.evaluation_path, metrics)
+    run_dir.write_state(replace(state, run_done=True))
+    log(f"done: {family.headline_metric} = {metrics.get(family.headline_metric)} on "
+        f"{len(data.val.images)} val images; model in {run_dir.model_path}")
+    return TrainResult(run_dir.root, metrics, family.headline_metric, resumed)
+
+
+def _train_stages(session: TrainingSession, state: RunState) -> RunState:
+    config = session.config
+    if state.stage == 1 and not state.stage_done and config.stage1.epochs > 0:
+        state = run_stage1(session, state)
+    if config.stage2.epochs > 0:
+        if state.stage == 1:
+            state = state.next_stage(2)
+            session.run_dir.write_state(state)
+        if not state.stage_done:
+            state = run_stage2(session, state)
+    return state
+
+
+def _result(run_dir: RunDirectory, headline: str, resumed: bool) -> TrainResult:
+    import json
+
+    metrics = json.loads(run_dir.evaluation_path.read_text(encoding="utf-8"))
+    return TrainResult(run_dir.root, metrics, headline, resumed)

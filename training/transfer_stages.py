@@ -1,0 +1,237 @@
+"""The two transfer-learning stages and the final model, for any `ModelFamily`.
+
+Stage 1 (bottleneck): the backbone, frozen, runs ONCE over the un-augmented train and val
+images; the features are cached on disk (`training.feature_cache`) and the new head
+trains on them alone, which is cheap. Augmentation cannot apply to features computed
+once, so stage 1 never sees augmented images.
+
+Stage 2 (fine-tuning): the whole model (backbone + the stage-1 head) trains on augmented
+images with the top `stage2.unfreeze` backbone blocks trainable (or `all`); BatchNorm
+layers stay frozen and in inference mode (`models.transfer.unfreeze_top_blocks`); the
+learning rate is `stage2.lr`, normally lower.
+
+Both stages continue from `RunState` after a crash: the model and optimizer state come
+back from the last checkpoint and `fit` starts at the next epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from models.backbones import build_backbone, feature_shape
+from models.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
+from pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
+from pipelines.letterbox import PAD_PIXEL_VALUE
+from training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
+                                diverged_error, patience_used_up, truncate_metrics)
+from training.config import TrainConfig
+from training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
+                                    extract_features)
+from training.model_family import ModelFamily
+from training.run_directory import RunDirectory, RunState
+from training.schedules import schedule_for_stage
+from training.training_data import TrainingData
+
+FEATURE_BATCH_SIZE = 32  # batch size of the one-off feature extraction pass
+
+
+@dataclass
+class TrainingSession:
+    """Everything the stages share for one run."""
+
+    config: TrainConfig
+    family: ModelFamily
+    data: TrainingData
+    run_dir: RunDirectory
+    strategy: tf.distribute.Strategy
+    log: Callable[[str], None]
+    verbose: int
+
+    @property
+    def num_classes(self) -> int:
+        return self.data.label_map.num_classes
+
+    @property
+    def image_size(self) -> int:
+        return self.config.model.image_size
+
+
+def build_backbone_for(config: TrainConfig) -> keras.Model:
+    """The configured backbone, initialized identically in every process.
+
+    Re-seeding first makes a randomly initialized backbone (`weights: null`) the same in
+    stage 1, stage 2 and a resumed process, so cached features stay valid for it.
+    """
+    keras.utils.set_random_seed(config.seed)
+    size = config.model.image_size
+    return build_backbone(config.model.backbone, (size, size), config.model.weights)
+
+
+def build_head_for(session: TrainingSession, backbone: keras.Model) -> keras.Model:
+    keras.utils.set_random_seed(session.config.seed + 1)
+    shapes = {level: feature_shape(backbone, level) for level in session.family.bottleneck_levels}
+    return session.family.build_head(shapes, session.num_classes, session.config.model.head)
+
+
+def build_optimizer(config: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+    options = config.optimizer
+    clip = {"clipnorm": options.clipnorm} if options.clipnorm else {}
+    if options.kind == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=options.momentum, **clip)
+    if options.kind == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
+    return keras.optimizers.Adam(schedule, **clip)
+
+
+# ---------------------------------------------------------------------------- stage 1
+
+
+def bottleneck_features(session: TrainingSession, backbone: keras.Model, split: str) -> CachedFeatures:
+    """Cached features of the `split` ("train" or "val") images; computed on a cache miss."""
+    config, family = session.config, session.family
+    dataset = getattr(session.data, split)
+    key = cache_key(data=dataset_digest(dataset), backbone=config.model.backbone,
+                    weights=weights_fingerprint(backbone), image_size=config.model.image_size,
+                    preprocessing={"task": family.task, "letterbox_fill": PAD_PIXEL_VALUE,
+                                   "augment": None, "levels": list(family.bottleneck_levels)})
+    cache = FeatureCache(config.stage1.cache_dir or session.run_dir.feature_cache_dir)
+    cached = cache.load(key)
+    if cached is not None:
+        session.log(f"stage 1: {split} features reused from the cache ({cache.entry_dir(key)})")
+        return cached
+    session.log(f"stage 1: computing {split} bottleneck features of {len(dataset.images)} images "
+                f"(cache {cache.entry_dir(key)})")
+    batches = build_dataset(dataset, family.task, config.model.image_size, FEATURE_BATCH_SIZE)
+    features, targets = extract_features(backbone, batches, family.bottleneck_levels)
+    return cache.store(key, features, targets, {"split": split, "source": str(dataset.source)})
+
+
+def feature_batches(cached: CachedFeatures, levels: tuple[str, ...], batch_size: int,
+                    shuffle: bool, seed: int) -> tf.data.Dataset:
+    """`(features, y)` batches from cached arrays; one level gives a tensor, more a dict."""
+    features = cached.features[levels[0]] if len(levels) == 1 else {k: cached.features[k] for k in levels}
+    batches = tf.data.Dataset.from_tensor_slices((features, cached.targets))
+    if shuffle:
+        batches = batches.shuffle(cached.num_examples, seed=seed, reshuffle_each_iteration=True)
+    return batches.batch(batch_size).prefetch(2).with_options(pipeline_options())
+
+
+def run_stage1(session: TrainingSession, state: RunState) -> RunState:
+    """Trains the head on cached bottleneck features; returns the state with stage 1 done."""
+    config = session.config
+    extractor = build_backbone_for(config)
+    freeze(extractor)
+    train_features = bottleneck_features(session, extractor, "train")
+    val_features = bottleneck_features(session, extractor, "val")
+    levels = session.family.bottleneck_levels
+    train_batches = feature_batches(train_features, levels, config.stage1.batch_size, True, config.seed)
+    val_batches = feature_batches(val_features, levels, config.stage1.batch_size, False, config.seed)
+    steps = int(train_batches.cardinality())
+    with session.strategy.scope():
+        head_model = session.family.build_model(None, build_head_for(session, extractor),
+                                                config.model.head, session.image_size)
+        _compile(session, head_model, config.stage1.lr, steps, config.stage1.epochs)
+        _restore_if_resuming(session, head_model, state)
+    return fit_stage(session, head_model, state, train_batches, val_batches, config.stage1.epochs,
+                     "stage1.lr")
+
+
+# ---------------------------------------------------------------------------- stage 2
+
+
+def build_stage2_model(session: TrainingSession) -> tuple[keras.Model, keras.Model]:
+    """`(model, backbone)`: backbone + head (from the stage-1 best checkpoint, if any)."""
+    family, head_config = session.family, session.config.model.head
+    backbone = build_backbone_for(session.config)
+    head = build_head_for(session, backbone)
+    stage1_best = session.run_dir.best_checkpoint(1)
+    if session.config.stage1.epochs > 0 and stage1_best.is_file():
+        # The checkpoint holds the stage-1 task model (head without backbone): load it
+        # through the same wrapper, which shares `head`'s weights.
+        family.build_model(None, head, head_config, session.image_size).load_weights(stage1_best)
+    model = family.build_model(backbone, head, head_config, session.image_size)
+    return model, backbone
+
+
+def run_stage2(session: TrainingSession, state: RunState) -> RunState:
+    """Fine-tunes the top blocks of the backbone with the head; returns the finished state."""
+    config, family = session.config, session.family
+    size, stage2 = config.model.image_size, config.stage2
+    train_batches = build_dataset(session.data.train, family.task, size, stage2.batch_size,
+                                  augment=config.augment, shuffle=True, seed=config.seed)
+    val_batches = build_dataset(session.data.val, family.task, size, stage2.batch_size)
+    with session.strategy.scope():
+        model, backbone = build_stage2_model(session)
+        unfrozen = unfreeze_top_blocks(backbone, stage2.unfreeze)
+        session.log(f"stage 2: {len(unfrozen)} backbone layers trainable (unfreeze={stage2.unfreeze}); "
+                    f"BatchNorm frozen")
+        _compile(session, model, stage2.lr, int(train_batches.cardinality()), stage2.epochs)
+        _restore_if_resuming(session, model, state)
+    return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr")
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+def _compile(session: TrainingSession, model: keras.Model, lr: float, steps: int, epochs: int) -> None:
+    schedule = schedule_for_stage(session.config.schedule, lr, steps, epochs)
+    model.compile(optimizer=build_optimizer(session.config, schedule),
+                  **session.family.compile_kwargs(session.config.model.head))
+
+
+def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: RunState) -> None:
+    """Loads the last checkpoint of the stage in progress (weights + optimizer state)."""
+    if state.epochs_done == 0 or not state.last_checkpoint:
+        return
+    path = session.run_dir.checkpoint_dir / state.last_checkpoint
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)
+    session.log(f"stage {state.stage}: resumed from {path} after epoch {state.epochs_done} "
+                f"(optimizer step {int(model.optimizer.iterations.numpy())})")
+
+
+def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, train_batches,
+              val_batches, epochs: int, lr_key: str) -> RunState:
+    """`fit` from `state.epochs_done` to `epochs` with the run's callbacks."""
+    run_dir, early = session.run_dir, session.config.early_stopping
+    checkpoint = StageCheckpoint(run_dir, state, early.monitor, early.mode,
+                                 patience=early.patience if early.enabled else None,
+                                 min_delta=early.min_delta)
+    nan_stop = NanLossStop()
+    if run_dir.writable:
+        truncate_metrics(run_dir.metrics_path, state.stage, state.epochs_done)
+    callbacks = [nan_stop, MetricsCsv(run_dir.metrics_path, state.stage, run_dir.writable), checkpoint]
+    if run_dir.writable:
+        callbacks.append(ScalarEventLog(run_dir.tensorboard_dir(state.stage)))
+    stopped_before = early.enabled and patience_used_up(state, early.patience)
+    if state.epochs_done < epochs and not stopped_before:
+        model.fit(train_batches, validation_data=val_batches, epochs=epochs,
+                  initial_epoch=state.epochs_done, callbacks=callbacks, verbose=session.verbose)
+    if nan_stop.diverged_at is not None:
+        raise diverged_error(nan_stop, state.stage, lr_key)
+    if checkpoint.stopped_early:
+        session.log(f"stage {state.stage}: early stopping after epoch {checkpoint.state.epochs_done} "
+                    f"(best {early.monitor} {checkpoint.state.best_value:.4g} at epoch "
+                    f"{checkpoint.state.best_epoch})")
+    done = replace(checkpoint.state, stage_done=True)
+    run_dir.write_state(done)
+    return done
+
+
+def final_model(session: TrainingSession, last_stage: int) -> keras.Model:
+    """A fresh, uncompiled model holding the best weights of `last_stage` (1 or 2)."""
+    model, _ = build_stage2_model(session)
+    if last_stage == 2:
+        best = session.run_dir.best_checkpoint(2)
+        model.load_weights(best)
+    return model
+
+
+def evaluate_model(session: TrainingSession, model: keras.Model) -> dict[str, Any]:
+    batches = build_eval_dataset(session.data.val, session.family.task, session.image_size,
+                                 session.config.stage2.batch_size, with_targets=True)
+    return session.family.evaluate(model, batches, session.data.label_map)
