@@ -76,15 +76,15 @@ def _checked_record(index: int, record: Any, iou_type: str, sizes: dict[int, tup
         raise DatasetError(f"{at}: image_id, category_id and score must be numbers") from None
     if not math.isfinite(out["score"]):
         raise DatasetError(f"{at}: score is {out['score']}")
-    if "segmentation" in out:
-        _check_rle(out["segmentation"], sizes.get(out["image_id"]), at)
     if iou_type == "segm":
         if "segmentation" not in out:
             raise DatasetError(f"{at}: segm evaluation needs a 'segmentation' (RLE) in every detection")
+        _check_rle(out["segmentation"], sizes.get(out["image_id"]), at)
         out.pop("bbox", None)
-    elif "bbox" in out:
+    elif "bbox" in out:  # a segmentation beside it plays no part in box evaluation
         out["bbox"] = _checked_box(out["bbox"], at)
     elif "segmentation" in out:
+        _check_rle(out["segmentation"], sizes.get(out["image_id"]), at)
         out["bbox"] = [float(v) for v in coco_mask.toBbox(_rle_for_pycocotools(out["segmentation"]))]
     else:
         raise DatasetError(f"{at}: bbox evaluation needs a 'bbox' [x, y, w, h]")

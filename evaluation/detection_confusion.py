@@ -89,7 +89,8 @@ def _inside_crowd(det_boxes: np.ndarray, crowd_boxes: np.ndarray, threshold: flo
     """`[D]` bool: the detection's area lies at least `threshold` inside some crowd box."""
     if not len(crowd_boxes) or not len(det_boxes):
         return np.zeros(len(det_boxes), bool)
-    areas = np.clip(det_boxes[:, 2] - det_boxes[:, 0], 0, None) * np.clip(det_boxes[:, 3] - det_boxes[:, 1], 0, None)
+    widths = np.clip(det_boxes[:, 2] - det_boxes[:, 0], 0, None)
+    areas = widths * np.clip(det_boxes[:, 3] - det_boxes[:, 1], 0, None)
     inter = pairwise_intersection(det_boxes, crowd_boxes)
     overlap = np.divide(inter, areas[:, None], out=np.zeros_like(inter), where=areas[:, None] > 0)
     return (overlap >= threshold).any(axis=1)

@@ -52,11 +52,13 @@ class ClassificationLocalizationMetrics:
         sizes = {len(true), len(predicted), len(true_boxes), len(pred_boxes)}
         if len(sizes) != 1:
             raise DatasetError(f"batch sizes differ: true classes {len(true)}, predicted classes "
-                               f"{len(predicted)}, true boxes {len(true_boxes)}, predicted boxes {len(pred_boxes)}")
+                               f"{len(predicted)}, true boxes {len(true_boxes)}, "
+                               f"predicted boxes {len(pred_boxes)}")
         for labels, what in ((true, "true"), (predicted, "predicted")):
             bad = labels[(labels < 0) | (labels >= self.num_classes)]
             if bad.size:
-                raise DatasetError(f"{what} classes {sorted(set(bad.tolist()))[:10]} outside 0..{self.num_classes - 1}")
+                raise DatasetError(f"{what} classes {sorted(set(bad.tolist()))[:10]} "
+                                   f"outside 0..{self.num_classes - 1}")
         iou = paired_iou(true_boxes, pred_boxes)
         np.add.at(self.confusion_matrix, (true, predicted), 1)
         self._iou_sum += float(iou.sum())

@@ -19,7 +19,8 @@ MAX_TABLE_CLASSES = 15  # larger confusion matrices are shown as a heatmap only
 STAT_DESCRIPTIONS = {
     "AP": "AP, IoU 0.50:0.95, all areas, 100 dets", "AP50": "AP, IoU 0.50, all areas, 100 dets",
     "AP75": "AP, IoU 0.75, all areas, 100 dets", "APs": "AP, IoU 0.50:0.95, small (< 32²), 100 dets",
-    "APm": "AP, IoU 0.50:0.95, medium (32²..96²), 100 dets", "APl": "AP, IoU 0.50:0.95, large (> 96²), 100 dets",
+    "APm": "AP, IoU 0.50:0.95, medium (32²..96²), 100 dets",
+    "APl": "AP, IoU 0.50:0.95, large (> 96²), 100 dets",
     "AR1": "AR, IoU 0.50:0.95, all areas, 1 det", "AR10": "AR, IoU 0.50:0.95, all areas, 10 dets",
     "AR100": "AR, IoU 0.50:0.95, all areas, 100 dets", "ARs": "AR, IoU 0.50:0.95, small, 100 dets",
     "ARm": "AR, IoU 0.50:0.95, medium, 100 dets", "ARl": "AR, IoU 0.50:0.95, large, 100 dets",
@@ -96,7 +97,8 @@ def _coco_blocks(iou_type: str, section: dict[str, Any], plots: dict[str, Path])
               "Per class (IoU 0.50:0.95 unless named; objects: non-crowd ground truth)", {1, 2, 3, 4, 5, 6}),
     ]
     for key, alt in ((f"{iou_type}_per_class_ap", f"{iou_type}: AP per class"),
-                     (f"{iou_type}_pr_curves", f"{iou_type}: precision-recall curves per class, IoU 0.50 and 0.75")):
+                     (f"{iou_type}_pr_curves",
+                      f"{iou_type}: precision-recall curves per class, IoU 0.50 and 0.75")):
         if key in plots:
             blocks.append(Image(plots[key], alt))
     return blocks
@@ -116,7 +118,8 @@ def _confusion_blocks(confusion: dict[str, Any], plot: Path | None) -> list[Bloc
                   "spurious detections."),
     ]
     if len(confusion["labels"]) <= MAX_TABLE_CLASSES + 1:
-        blocks.append(_matrix_table(confusion["matrix"], confusion["labels"], "Counts, rows true, columns predicted"))
+        blocks.append(_matrix_table(confusion["matrix"], confusion["labels"],
+                                    "Counts, rows true, columns predicted"))
     if plot:
         blocks.append(Image(plot, "detection confusion matrix (colour: share of row)"))
     return blocks
@@ -126,14 +129,16 @@ def _semantic_blocks(metrics: dict[str, Any], plots: dict[str, Path]) -> list[Bl
     blocks: list[Block] = [
         Heading("Semantic segmentation"),
         _key_value_table([("mean IoU", metrics["mean_iou"]), ("pixel accuracy", metrics["pixel_accuracy"]),
-                          ("mean Dice", metrics["mean_dice"]), ("pixels counted", metrics["num_pixels"])], "Summary"),
+                          ("mean Dice", metrics["mean_dice"]), ("pixels counted", metrics["num_pixels"])],
+                         "Summary"),
         Table(["class", "IoU", "Dice", "true pixels", "predicted pixels"],
               [[row["name"], format_value(row["iou"]), format_value(row["dice"]), str(row["gt_pixels"]),
                 str(row["predicted_pixels"])] for row in metrics["per_class"]], "Per class", {1, 2, 3, 4}),
     ]
     if len(metrics["class_names"]) <= MAX_TABLE_CLASSES:
         blocks.append(_matrix_table(metrics["confusion_matrix"], metrics["class_names"], "Pixel counts"))
-    for key, alt in (("semantic_per_class_iou", "IoU per class"), ("semantic_confusion_matrix", "pixel confusion matrix")):
+    for key, alt in (("semantic_per_class_iou", "IoU per class"),
+                     ("semantic_confusion_matrix", "pixel confusion matrix")):
         if key in plots:
             blocks.append(Image(plots[key], alt))
     return blocks

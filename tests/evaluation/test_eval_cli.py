@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import detections, write_images
-from test_eval_coco import direct_cocoeval
+from eval_fixtures import detections, direct_cocoeval, write_images
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +35,8 @@ def test_evaluate_writes_the_report_and_prints_pycocotools_numbers(coco_files, t
 
 
 def test_evaluate_without_images_notes_and_skips_the_examples(coco_files, tmp_path):
-    done = run_detseg("--annotations", coco_files["gt"], "--predictions", coco_files["bbox"], "--out", tmp_path / "r")
+    done = run_detseg("--annotations", coco_files["gt"], "--predictions", coco_files["bbox"],
+                      "--out", tmp_path / "r")
     assert done.returncode == 0, done.stderr
     assert "no example pictures" in done.stderr
     assert json.loads((tmp_path / "r" / "report.json").read_text())["examples"] == []

@@ -1,35 +1,18 @@
 """COCO evaluation: our numbers are pycocotools' own, per class too; edge cases and errors."""
 
-import contextlib
-import io
 import json
 
 import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
-from conftest import detections, ground_truth_payload
+from eval_fixtures import detections, direct_cocoeval, ground_truth_payload
 from data.coco import dataset_from_dict, load_coco
 from data.errors import DatasetError
 from evaluation.coco_eval import STAT_NAMES, evaluate_coco
 from evaluation.coco_results import load_coco_results
 
 PER_CLASS_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR100": 8}  # positions in COCOeval.stats
-
-
-def direct_cocoeval(gt_path, results_path, iou_type, cat_ids=None):
-    """pycocotools run the documented way, independently of our code."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(str(gt_path))
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(str(results_path)), iou_type)
-        if cat_ids is not None:
-            evaluator.params.catIds = cat_ids
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return evaluator
 
 
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
@@ -151,7 +134,8 @@ def test_dataset_input_gives_the_same_numbers_as_the_file(coco_files):
     dataset = load_coco(coco_files["gt"])
     for iou_type in ("bbox", "segm"):
         from_file = evaluate_coco(coco_files["gt"], coco_files[iou_type], iou_type, progress=False)
-        from_dataset = evaluate_coco(dataset, json.loads(coco_files[iou_type].read_text()), iou_type, progress=False)
+        records = json.loads(coco_files[iou_type].read_text())
+        from_dataset = evaluate_coco(dataset, records, iou_type, progress=False)
         assert from_dataset["stats_raw"] == from_file["stats_raw"]
         assert from_dataset["per_class"] == from_file["per_class"]
 
@@ -168,3 +152,11 @@ def test_bbox_of_mask_only_results_comes_from_the_mask():
     record = detections(with_mask=True)[0]  # mask of the box [2, 2, 20, 16]
     (checked,) = load_coco_results([record], dataset, "bbox")
     assert checked["bbox"] == [2.0, 2.0, 20.0, 16.0]
+
+
+def test_box_results_carrying_polygons_are_scored_by_their_boxes(coco_files):
+    plain = evaluate_coco(coco_files["gt"], coco_files["bbox"], "bbox", progress=False)
+    with_polygons = detections()
+    for record in with_polygons:
+        record["segmentation"] = [[0, 0, 1, 0, 1, 1]]  # not RLE: irrelevant to box IoU
+    assert evaluate_coco(coco_files["gt"], with_polygons, "bbox", progress=False)["stats_raw"] == plain["stats_raw"]

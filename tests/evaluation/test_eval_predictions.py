@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as coco_mask
 
-from conftest import ground_truth_payload
+from eval_fixtures import ground_truth_payload
 from data.coco import LabelMap, dataset_from_dict
 from evaluation.coco_results import PADDED_CLASS, predictions_to_coco_results
 from evaluation.detection_report import evaluate_predictions

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from conftest import write_images
+from eval_fixtures import write_images
 from data.coco import load_coco
 from evaluation.detection_report import build_detection_report
 from evaluation.example_images import render_examples
