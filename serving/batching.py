@@ -99,6 +99,8 @@ class BatchScheduler:
         self._idle_threads = options.num_batch_threads
         self._enqueued_rows = 0
         self._closed = False
+        self.batches_run = 0   # model calls made (a merged batch counts once)
+        self.requests_run = 0  # requests answered through those calls
         self._executor = ThreadPoolExecutor(options.num_batch_threads, thread_name_prefix="batch")
         self._scheduler = threading.Thread(target=self._schedule_loop, name="batch-scheduler", daemon=True)
         self._scheduler.start()
@@ -151,6 +153,8 @@ class BatchScheduler:
                 batch, deadline = ([], None) if self._idle_threads == 0 else self._ready_batch(time.monotonic())
                 if batch:
                     self._idle_threads -= 1
+                    self.batches_run += 1
+                    self.requests_run += len(batch)
                     self._executor.submit(self._execute, batch)
                     continue
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())

@@ -9,21 +9,25 @@ The transform, for an image of `height x width` pixels and model size `S`:
     scale     = S / max(height, width)
     resized_h = round_half_up(height * scale)      (at least 1; `round_half_up(v) = floor(v + 0.5)`)
     resized_w = round_half_up(width * scale)
-    pad_y, pad_x = 0, 0                             placement "top_left" (the default)
-                 = (S - resized_h) // 2, (S - resized_w) // 2    placement "center"
+    pad_y, pad_x = (S - resized_h) // 2, (S - resized_w) // 2    placement "center" (the default)
+                 = 0, 0                                            placement "top_left"
 
     letterbox point = original point * scale + (pad_x, pad_y)      (continuous pixel coords)
     original point  = (letterbox point - (pad_x, pad_y)) / scale    then clipped to the image
 
 Pixels are resized bilinearly with half-pixel centers (`tf.image.resize`, no antialias)
-into `[pad_y : pad_y + resized_h, pad_x : pad_x + resized_w]`; the rest is `pad_value`.
+into `[pad_y : pad_y + resized_h, pad_x : pad_x + resized_w]`; the rest is `pad_value`
+(default 114, mid-grey).
 Dense outputs (class maps, logits, masks) may have any resolution `Hm x Wm` as long as
 they cover the whole `S x S` frame; they are resampled at the centres of the original
 pixels (bilinear for scores, nearest for class ids), so a stride-4 head maps back as
 well as a full-resolution one.
 
-This must match the training pipeline's letterbox (`pipelines/`), which serving may not
-import: keep the formula above and the pipeline's docstring in step.
+The defaults are the training pipeline's letterbox (`pipelines/letterbox.py`: centred,
+PAD_PIXEL_VALUE 114, the same rounding), which serving may not import: keep the formula
+above and that docstring in step. Masks and class maps go back by sampling at original
+pixel centres, which equals the pipeline's crop-then-resize up to the rounding of
+`resized_h / height` vs `scale`.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ class LetterboxSpec:
     """How images become the model's square input. `size` is S in pixels."""
 
     size: int
-    placement: str = "top_left"
-    pad_value: float = 0.0
+    placement: str = "center"
+    pad_value: float = 114.0
 
     def __post_init__(self) -> None:
         if int(self.size) < 1:

@@ -93,7 +93,7 @@ class ServingModule(tf.Module):
         return served_outputs(self.task, raw, transforms, self.letterbox_spec.size,
                               self._label_lookup, len(self.label_names))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)], autograph=False)
     def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """Encoded images `tf.string [B]` -> served outputs (see `serving.task_outputs`)."""
         size = self.letterbox_spec.size
@@ -110,7 +110,7 @@ class ServingModule(tf.Module):
         transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], self.letterbox_spec)
         return self._serve(pixels, transforms)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)], autograph=False)
     def serving_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Same-size RGB images `uint8 [B, H, W, 3]` -> served outputs."""
         framed, transforms = letterbox_images(pixels, self.letterbox_spec)
