@@ -19,8 +19,6 @@ COMMAND_MODULES = (
     "detseg.serve_command",
     "detseg.predict_command",
     "detseg.train_command",
-    "detseg.serve_command",
-    "detseg.predict_command",
 )
 
 
