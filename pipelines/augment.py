@@ -14,6 +14,7 @@ dropping their masks, so masks and classes are re-selected by the kept indices.
 from __future__ import annotations
 
 import threading
+import warnings
 from dataclasses import dataclass, fields
 
 import albumentations as A
@@ -105,7 +106,10 @@ def build_augmentation(config: AugmentConfig, mask_fill: int = 0) -> A.Compose |
         return None
     bbox_params = A.BboxParams(format="pascal_voc", label_fields=[OBJECT_INDEX_FIELD],
                                min_visibility=config.min_visibility, clip=True)
-    return A.Compose(transforms, bbox_params=bbox_params, seed=0)
+    with warnings.catch_warnings():
+        # Colour-only configs move no boxes; albumentations warns that the box processor idles.
+        warnings.filterwarnings("ignore", message="Got processor for bboxes, but no transform to process it")
+        return A.Compose(transforms, bbox_params=bbox_params, seed=0)
 
 
 @dataclass(frozen=True)
