@@ -63,7 +63,8 @@ class AugmentConfig:
                           "min_visibility") and not 0.0 <= value <= 1.0:
                 raise ValueError(f"AugmentConfig.{f.name} must be in [0, 1], got {value}")
         if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
-            raise ValueError(f"AugmentConfig.scale_range must be (low, high) with 0 < low <= high, got {self.scale_range}")
+            raise ValueError(f"AugmentConfig.scale_range must be (low, high) with 0 < low <= high, "
+                             f"got {self.scale_range}")
         if len(self.translate_range) != 2 or not -1 <= self.translate_range[0] <= self.translate_range[1] <= 1:
             raise ValueError(f"AugmentConfig.translate_range must be (low, high) within [-1, 1], "
                              f"got {self.translate_range}")

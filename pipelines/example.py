@@ -72,7 +72,8 @@ class ExampleBuilder:
         semantic = self.semantic_target(record) if self.task == SEMANTIC else None
         if self.augmenter is not None:
             out = self.augmenter(image, boxes, int(seed), instance_masks=masks, semantic=semantic)
-            image, boxes, classes, masks, semantic = out.image, out.boxes, classes[out.kept], out.instance_masks, out.semantic
+            image, boxes, classes = out.image, out.boxes, classes[out.kept]
+            masks, semantic = out.instance_masks, out.semantic
         transform = letterbox_params(image.shape[0], image.shape[1], self.image_size)
         pixels = letterbox_image(image, transform, self.image_size)
         boxes = letterbox_boxes(boxes, transform)

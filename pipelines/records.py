@@ -112,16 +112,12 @@ def prepare_images(dataset: CocoDataset, task: str, max_objects: int, skip_inval
 
     for record in dataset.images:
         path = dataset.image_path(record)
-        problem = _image_problem(record, path, check_files)
         semantic_path = _semantic_mask_path(dataset, record) if task == SEMANTIC else None
-        if problem is None and semantic_path is not None and check_files:
-            reason = image_file_problem(semantic_path, record.height, record.width)
-            problem = f"semantic mask {semantic_path}: {reason}" if reason else None
+        problem = _files_problem(record, path, semantic_path, check_files)
         if problem is not None:
             fault(str(path), problem, result.skipped_images)
             continue
-        kept: list[tuple[Annotation, tuple[float, float, float, float]]] = []
-        crowd = []
+        kept, crowd = [], []
         for annotation in record.annotations:
             reason = _annotation_problem(annotation, record, needs_mask=task in (INSTANCE, SEMANTIC))
             if reason is not None:
@@ -145,10 +141,17 @@ def prepare_images(dataset: CocoDataset, task: str, max_objects: int, skip_inval
     return result
 
 
-def _image_problem(record: ImageRecord, path: Path, check_files: bool) -> str | None:
+def _files_problem(record: ImageRecord, path: Path, semantic_path: Path | None, check_files: bool) -> str | None:
+    """Why the image (or its semantic mask PNG) cannot be used, or None."""
     if record.height <= 0 or record.width <= 0:
         return f"image record {record.id} has non-positive size {record.width}x{record.height}"
-    return image_file_problem(path, record.height, record.width) if check_files else None
+    if not check_files:
+        return None
+    problem = image_file_problem(path, record.height, record.width)
+    if problem is None and semantic_path is not None:
+        reason = image_file_problem(semantic_path, record.height, record.width)
+        problem = f"semantic mask {semantic_path}: {reason}" if reason else None
+    return problem
 
 
 def _semantic_mask_path(dataset: CocoDataset, record: ImageRecord) -> Path | None:

@@ -95,7 +95,8 @@ def test_classification_localization_picks_the_largest_object(drawn_dataset):
 
 
 def test_more_objects_than_max_objects_keeps_the_largest(drawn_dataset, caplog):
-    objects = tuple(DrawnObject(SQUARE, (4 + 14 * k, 4, 4 + 14 * k + 4 + 2 * k, 20), (40 * k, 250, 40)) for k in range(4))
+    # Four squares 4, 6, 8 and 10 px wide.
+    objects = tuple(DrawnObject(SQUARE, (4 + 14 * k, 4, 8 + 16 * k, 20), (40 * k, 250, 40)) for k in range(4))
     dataset = drawn_dataset([DrawnImage("many.png", 64, 64, objects)])
     _, y = first_batch(build_dataset(dataset, "detection", SIZE, batch_size=1, max_objects=2))
     widths = (y["boxes"][0, :, 2] - y["boxes"][0, :, 0]).numpy()
@@ -192,5 +193,5 @@ def test_keras_fit_consumes_the_pipeline(drawn_dataset):
     model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255.0),
                               keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(batches, epochs=2, verbose=0)
+    history = model.fit(batches, epochs=2, verbose=0, shuffle=False)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
