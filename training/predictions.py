@@ -1,0 +1,237 @@
+"""An in-memory Keras model -> per-image predictions in ORIGINAL pixels, via the eval pipeline.
+
+    for image_id, prediction in model_predictions(model, dataset, task, image_size=128):
+        ...   # what `evaluation.task_evaluation.evaluate_task_predictions` takes
+
+Works for every family: the images go through `pipelines.build_eval_dataset` (the same
+letterbox as training), the model runs through its `predict_step` (what `model.predict`
+returns: decoded detections after NMS, class maps, class probabilities and a box), and
+the outputs, which live in the `S x S` letterbox frame, are mapped back to each image's
+own pixels with the transform the pipeline recorded. What a model's `predict_step` must
+return, by task (batched, frame pixels):
+
+- detection: `boxes` `[B, K, 4]` xyxy, `scores` `[B, K]`, `classes` `[B, K]` (`PAD_CLASS`
+  on padding), optional `num_detections` `[B]`; instance also `masks` `[B, K, S, S]`
+  (probabilities or 0/1).
+- semantic: `probabilities` `[B, S, S, C + 1]` and/or `class_map` `[B, S, S]` (0 background).
+- classification_localization: `class_probs` (or `class_probabilities`) `[B, C]`, `box` `[B, 4]`.
+
+Probabilities are resampled bilinearly to the original size before the argmax or the
+0.5 threshold, as the exported graph does (`serving.task_outputs`), so the in-memory,
+SavedModel and served numbers agree. `eval_targets` gives the matching per-image truth
+for the semantic and cls+loc metrics, from the same records the pipeline reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import cv2
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.coco import CocoDataset, LabelMap
+from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
+from pipelines.dataset import build_eval_dataset
+from pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
+from pipelines.letterbox import LetterboxTransform, boxes_to_original, masks_to_original
+from pipelines.records import prepare_images
+
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_OBJECTS = 100  # detections are not capped by this; only ground truth rows are
+MASK_THRESHOLD = 0.5  # resampled mask probability at or above which a pixel is the object
+
+FramePredict = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
+
+
+def compiled_predict(model: keras.Model) -> FramePredict:
+    """`model.predict_step` as one graph function (traced once per batch shape)."""
+    return tf.function(model.predict_step, reduce_retracing=True)
+
+
+def model_predictions(model: keras.Model, dataset: CocoDataset, task: str, image_size: int,
+                      batch_size: int = DEFAULT_BATCH_SIZE, max_objects: int = DEFAULT_MAX_OBJECTS,
+                      skip_invalid: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`(image_id, prediction)` for every image the eval pipeline reads, in dataset order.
+
+    `model` takes raw pixels `[B, image_size, image_size, 3]`. cls+loc skips images
+    without objects, as its pipeline does. Bad files raise `DatasetError` naming them
+    (or, with `skip_invalid`, are left out).
+    """
+    batches = build_eval_dataset(dataset, task, image_size, batch_size, max_objects=max_objects,
+                                 skip_invalid=skip_invalid)
+    return batch_predictions(compiled_predict(model), batches, task)
+
+
+def batch_predictions(predict: FramePredict, batches: tf.data.Dataset,
+                      task: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Run `predict` over `build_eval_dataset` batches `(x, meta)` (or `(x, y, meta)`).
+
+    Padding examples (`meta["valid"]` False) are dropped; each valid row is mapped to its
+    original image by `frame_to_original`.
+    """
+    check_task(task)
+    for batch in batches:
+        x, meta = batch[0], batch[-1]
+        outputs = {name: np.asarray(value) for name, value in predict(x).items()}
+        image_ids = meta["image_id"].numpy()
+        transforms = meta["letterbox"].numpy()
+        for row in np.flatnonzero(meta["valid"].numpy()):
+            yield int(image_ids[row]), frame_to_original(task, outputs, int(row), transforms[row])
+
+
+def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
+                      transform: np.ndarray) -> dict[str, Any]:
+    """Row `row` of a batch of frame outputs -> one image's prediction in original pixels.
+
+    `transform` is that image's `float32 [5]` letterbox vector. Returns the prediction
+    contract of `evaluation.task_evaluation` for `task`.
+    """
+    letterbox = LetterboxTransform.from_array(transform)
+    if task == SEMANTIC:
+        return {"class_map": _class_map_to_original(outputs, row, letterbox)}
+    if task == CLASSIFICATION_LOCALIZATION:
+        probabilities = _first_present(outputs, ("class_probs", "class_probabilities"), task)[row]
+        box = boxes_to_original(outputs["box"][row][None, :], letterbox)[0]
+        return {"class": int(np.argmax(probabilities)), "score": float(np.max(probabilities)), "box": box}
+    count = outputs["boxes"].shape[1]
+    if "num_detections" in outputs:
+        count = min(count, int(outputs["num_detections"][row]))
+    prediction = {"boxes": boxes_to_original(outputs["boxes"][row, :count], letterbox),
+                  "scores": outputs["scores"][row, :count].astype(np.float32),
+                  "classes": outputs["classes"][row, :count].astype(np.int64)}
+    if task == INSTANCE:
+        prediction["masks"] = _masks_to_original(outputs["masks"][row, :count], letterbox)
+    return prediction
+
+
+def _first_present(outputs: Mapping[str, np.ndarray], names: tuple[str, ...], task: str) -> np.ndarray:
+    for name in names:
+        if name in outputs:
+            return outputs[name]
+    raise KeyError(f"a {task} model's predict_step must return one of {list(names)}; "
+                   f"it returned {sorted(outputs)}")
+
+
+def _resized_inside(dense: np.ndarray, letterbox: LetterboxTransform) -> np.ndarray:
+    """`[S, S, C]` frame map -> `float32 [H, W, C]`: the image's part, resized bilinearly."""
+    t = letterbox
+    inside = dense[t.pad_y:t.pad_y + t.resized_height, t.pad_x:t.pad_x + t.resized_width]
+    out = np.empty((t.height, t.width, dense.shape[-1]), np.float32)
+    # cv2 resizes at most 512 channels at a time.
+    for start in range(0, dense.shape[-1], 512):
+        chunk = np.ascontiguousarray(inside[..., start:start + 512], np.float32)
+        resized = cv2.resize(chunk, (t.width, t.height), interpolation=cv2.INTER_LINEAR)
+        out[..., start:start + 512] = resized.reshape(t.height, t.width, -1)
+    return out
+
+
+def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, letterbox: LetterboxTransform):
+    if "probabilities" in outputs:
+        return np.argmax(_resized_inside(outputs["probabilities"][row], letterbox), axis=-1).astype(np.int32)
+    if "class_map" not in outputs:
+        raise KeyError(f"a semantic model's predict_step must return 'probabilities' or 'class_map'; "
+                       f"it returned {sorted(outputs)}")
+    class_map = outputs["class_map"][row].astype(np.uint8)  # < 255 classes; cv2 resizes uint8
+    return masks_to_original(class_map[None], letterbox)[0].astype(np.int32)
+
+
+def _masks_to_original(masks: np.ndarray, letterbox: LetterboxTransform) -> np.ndarray:
+    """`[K, S, S]` frame masks -> `uint8 [K, H, W]` 0/1 masks of the original image."""
+    if len(masks) == 0:
+        return np.zeros((0, letterbox.height, letterbox.width), np.uint8)
+    if np.issubdtype(masks.dtype, np.floating):
+        probabilities = _resized_inside(np.moveaxis(masks, 0, -1), letterbox)
+        return np.moveaxis(probabilities >= MASK_THRESHOLD, -1, 0).astype(np.uint8)
+    return masks_to_original((masks != 0).astype(np.uint8), letterbox)
+
+
+# ---------------------------------------------------------------------------- ground truth
+
+
+def eval_targets(dataset: CocoDataset, task: str, max_objects: int = DEFAULT_MAX_OBJECTS,
+                 skip_invalid: bool = False) -> Mapping[int, Any] | None:
+    """The per-image truth in original pixels that semantic and cls+loc metrics need.
+
+    semantic: `{image_id: uint8 [H, W]}` (0 background, `i + 1` class `i`, 255 ignore),
+    from the dataset's mask PNGs or rendered from its instances, read when asked for.
+    classification_localization: `{image_id: (class index, box [4] xyxy)}` of each
+    image's largest object (images without objects are absent). detection / instance:
+    None (COCO evaluation reads the annotations itself).
+    """
+    check_task(task)
+    if task not in (SEMANTIC, CLASSIFICATION_LOCALIZATION):
+        return None
+    prepared = prepare_images(dataset, task, max_objects, skip_invalid, check_files=False).images
+    if task == CLASSIFICATION_LOCALIZATION:
+        truths = {}
+        for record in prepared:
+            areas = (record.boxes[:, 2] - record.boxes[:, 0]) * (record.boxes[:, 3] - record.boxes[:, 1])
+            largest = int(np.argmax(areas))  # the pipeline's rule: the first of the largest
+            truths[record.image_id] = (int(record.classes[largest]), record.boxes[largest])
+        return truths
+    return SemanticTargets({record.image_id: record for record in prepared},
+                           semantic_lookup_table(dataset.label_map))
+
+
+class SemanticTargets(Mapping):
+    """`image_id -> uint8 [H, W]` semantic labels, each read or rendered when looked up
+    (a whole dataset's label maps would not fit in memory)."""
+
+    def __init__(self, records: Mapping[int, Any], lookup: Mapping[int, int]):
+        self.records = records
+        self.lookup = lookup
+
+    def __getitem__(self, image_id: int) -> np.ndarray:
+        record = self.records[image_id]
+        if record.semantic_path is not None:
+            return read_semantic_png(record.semantic_path, dict(self.lookup))
+        return render_semantic(record)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+# ---------------------------------------------------------------------------- run directories
+
+
+class RunModelError(ValueError):
+    """A folder is not a finished run directory; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A run directory's final model with what evaluating it needs."""
+
+    model: keras.Model
+    task: str
+    image_size: int
+    label_map: LabelMap
+    batch_size: int
+
+
+def load_run_model(run_dir: str | os.PathLike) -> RunModel:
+    """Load `run_dir/model.keras` with its config (family, image size) and label map."""
+    from training.config import load_config
+    from training.families import FAMILIES  # importing it registers every family's model classes
+
+    root = Path(run_dir)
+    for name in ("config.yaml", "label_map.json", "model.keras"):
+        if not (root / name).is_file():
+            raise RunModelError(f"{root}: not a finished run directory ({name} is missing)")
+    config = load_config(root / "config.yaml")
+    try:
+        label_map = LabelMap.from_dict(json.loads((root / "label_map.json").read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunModelError(f"{root / 'label_map.json'}: unreadable label map ({error})") from None
+    model = keras.saving.load_model(root / "model.keras", compile=False)
+    return RunModel(model, FAMILIES[config.model.family].task, config.model.image_size, label_map,
+                    config.stage2.batch_size)
