@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +37,25 @@ from data.synthetic import ensure_synthetic  # noqa: E402
 from pipelines import AugmentConfig, build_dataset  # noqa: E402
 
 WARMUP_BATCHES = 3
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Images per wall-clock second, and per CPU-second of this process (all its threads).
+
+    On a shared machine the wall rate drops with other load; the CPU rate much less.
+    """
+
+    wall: float
+    cpu: float
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rate(self, images: int) -> Rate:
+        return Rate(images / (time.perf_counter() - self.wall), images / (time.process_time() - self.cpu))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,17 +72,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def pipeline_images_per_second(dataset, task: str, augment: AugmentConfig | None,
-                               args: argparse.Namespace) -> float:
+                               args: argparse.Namespace) -> Rate:
     batches = build_dataset(dataset, task, args.image_size, args.batch_size, augment=augment, shuffle=True,
                             seed=0, max_objects=20, repeat=True, num_parallel_calls=args.num_parallel_calls)
     iterator = iter(batches)
     for _ in range(WARMUP_BATCHES):
         next(iterator)
-    start = time.perf_counter()
+    clock = Clock()
     for _ in range(args.batches):
         x, _ = next(iterator)
-    elapsed = time.perf_counter() - start
-    return args.batches * int(x.shape[0]) / elapsed
+    return clock.rate(args.batches * int(x.shape[0]))
 
 
 def small_yolo(num_classes: int):
@@ -77,7 +96,7 @@ def small_yolo(num_classes: int):
     return model
 
 
-def training_images_per_second(dataset, args: argparse.Namespace) -> float:
+def training_images_per_second(dataset, args: argparse.Namespace) -> Rate:
     import keras
 
     batches = build_dataset(dataset, "detection", args.image_size, args.batch_size, augment=None,
@@ -87,11 +106,11 @@ def training_images_per_second(dataset, args: argparse.Namespace) -> float:
     in_memory = tf.data.Dataset.from_tensors((x, y)).repeat().with_options(batches.options())
     model = small_yolo(dataset.label_map.num_classes)
     model.fit(in_memory, steps_per_epoch=2, epochs=1, verbose=0)  # build, trace and warm up
-    start = time.perf_counter()
+    clock = Clock()
     model.fit(in_memory, steps_per_epoch=args.train_steps, epochs=1, verbose=0)
-    elapsed = time.perf_counter() - start
+    rate = clock.rate(args.train_steps * int(x.shape[0]))
     keras.backend.clear_session()
-    return args.train_steps * int(x.shape[0]) / elapsed
+    return rate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
             ("pipeline, instance (masks), augmentation", instance),
             ("training, keras-cv YOLOv8 small (consumes)", training)]
     width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:8.1f} img/s")
-    print(f"augmentation cost: augmented / plain = {augmented / plain:.2f}")
-    print(f"headroom: augmented pipeline / training = {augmented / training:.1f}x "
-          f"(instance: {instance / training:.1f}x)")
+    print(f"{'':<{width}}  {'img/s':>8}  {'img/CPU-s':>9}")
+    for name, rate in rows:
+        print(f"{name:<{width}}  {rate.wall:8.1f}  {rate.cpu:9.1f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(f"augmentation cost: augmented / plain = {augmented.wall / plain.wall:.2f} "
+          f"(CPU: {augmented.cpu / plain.cpu:.2f})")
+    print(f"headroom: augmented pipeline / training = {augmented.wall / training.wall:.1f}x "
+          f"(CPU: {augmented.cpu / training.cpu:.1f}x; instance: {instance.wall / training.wall:.1f}x)")
     return 0
 
 
