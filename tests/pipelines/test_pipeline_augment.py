@@ -8,7 +8,7 @@ augmenter returns.
 import numpy as np
 import pytest
 
-from conftest import BACKGROUND, SQUARE, DrawnImage, DrawnObject, random_drawn_images, render
+from drawn_datasets import BACKGROUND, SQUARE, DrawnImage, DrawnObject, random_drawn_images, render
 from pipelines.augment import AugmentConfig, BoxMaskAugmenter, build_augmentation, tight_boxes
 
 # Geometry only (colour jitter/blur would change the colours the test looks for), strong

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CLASS_INDEX, DISC, SQUARE, DrawnImage, DrawnObject, random_drawn_images
+from drawn_datasets import CLASS_INDEX, DISC, SQUARE, DrawnImage, DrawnObject, random_drawn_images
 from data.coco import load_coco
 from pipelines import (PAD_BOX_VALUE, PAD_CLASS, PAD_IMAGE_ID, SEMANTIC_IGNORE, AugmentConfig, boxes_to_original,
                        build_dataset, build_eval_dataset)
