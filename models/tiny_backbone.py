@@ -16,6 +16,9 @@ import keras
 
 # Output channels of the stem and of stages 1..4 at alpha = 1.
 TINY_WIDTHS = (16, 24, 32, 64, 128)
+# Short CPU trainings take a few hundred steps: with Keras' default momentum (0.99) the
+# moving statistics would still mostly hold their initial values at evaluation time.
+BATCHNORM_MOMENTUM = 0.9
 # Which stage (1-based) gives which pyramid level.
 TINY_LEVEL_STAGES = {"P3": 2, "P4": 3, "P5": 4}
 
@@ -28,7 +31,7 @@ def scaled_width(width: int, alpha: float) -> int:
 def _conv_bn_relu(x, filters: int, strides: int, prefix: str):
     x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
                             name=f"{prefix}_conv")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name=f"{prefix}_bn")(x)
     return keras.layers.ReLU(name=f"{prefix}_relu")(x)
 
 
@@ -37,10 +40,10 @@ def _stage(x, filters: int, index: int):
     prefix = f"stage{index}"
     x = _conv_bn_relu(x, filters, strides=2, prefix=f"{prefix}_down")
     x = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"{prefix}_dwconv")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name=f"{prefix}_dw_bn")(x)
     x = keras.layers.ReLU(name=f"{prefix}_dw_relu")(x)
     x = keras.layers.Conv2D(filters, 1, use_bias=False, name=f"{prefix}_pwconv")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_pw_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BATCHNORM_MOMENTUM, name=f"{prefix}_pw_bn")(x)
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
 
 
