@@ -43,11 +43,23 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # the user gets one line; DETSEG_DEBUG=1 shows the traceback
         if os.environ.get("DETSEG_DEBUG"):
             traceback.print_exc()
-        kind = "" if _is_user_error(error) else f"{type(error).__name__}: "
-        print(f"detseg: error: {kind}{error}", file=sys.stderr)
+        print(f"detseg: error: {_one_line(error)}", file=sys.stderr)
         if not os.environ.get("DETSEG_DEBUG"):
             print("(set DETSEG_DEBUG=1 to see the traceback)", file=sys.stderr)
         return 2
+
+
+def _one_line(error: Exception) -> str:
+    """The error as the user should read it.
+
+    A `DatasetError` raised inside a tf.data `numpy_function` reaches us wrapped in a
+    multi-line TensorFlow error: the line carrying the original message is what matters.
+    """
+    text = str(error)
+    for line in text.splitlines():
+        if "DatasetError: " in line:
+            return line.split("DatasetError: ", 1)[1].strip()
+    return text if _is_user_error(error) else f"{type(error).__name__}: {text}"
 
 
 def _is_user_error(error: Exception) -> bool:
