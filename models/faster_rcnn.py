@@ -111,6 +111,11 @@ class FasterRCNN(keras.Model):
             if missing:
                 raise TwoStageConfigError(f"backbone '{self.backbone.name}' lacks levels {missing}")
 
+    def build(self, input_shape=None):
+        # The parts build themselves on their first call (their input shapes come from the
+        # backbone); nothing else holds variables.
+        self.built = True
+
     # ------------------------------------------------------------------ forward passes
 
     def pyramid(self, inputs, training=False) -> dict[str, tf.Tensor]:
