@@ -99,9 +99,10 @@ def from_mapping(cls: type, raw: Any, where: str = "",
         path = _join(where, name)
         if name in raw:
             values[name] = _convert(field_types.get(path, hints[name]), raw[name], path, field_types)
-        elif path in field_types and _has_default(spec):
-            # A schema chosen at load time: fill its own defaults rather than the placeholder.
-            values[name] = from_mapping(field_types[path], {}, path, field_types)
+        elif _has_default(spec) and any(k == path or k.startswith(path + ".") for k in field_types):
+            # A schema chosen at load time lies at or below this absent key: build the
+            # defaults through it rather than use the declared placeholder default.
+            values[name] = _convert(field_types.get(path, hints[name]), {}, path, field_types)
         elif not _has_default(spec):
             raise ConfigError(f"missing required config key '{path}'")
     try:

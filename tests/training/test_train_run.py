@@ -1,0 +1,162 @@
+"""A whole smoke run in-process: run directory contents, what each stage may change,
+re-running, determinism and the NaN stop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data.coco import LabelMap
+from training.callbacks import TrainingDivergedError, read_metrics
+from training.config import load_config
+from training.run_directory import RunDirectoryError
+from training.trainer import train
+from training.transfer_stages import build_backbone_for
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"
+pytestmark = pytest.mark.slow
+
+
+def smoke_config(runs_dir: Path, *overrides: str):
+    return load_config(SMOKE, [f"runs_dir={runs_dir}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(runs_dir):
+    config = smoke_config(runs_dir)
+    return config, train(config, verbose=0, log=lambda message: None)
+
+
+def backbone_of(model: keras.Model) -> keras.Model:
+    return model.backbone
+
+
+def weights_by_path(model: keras.Model) -> dict[str, np.ndarray]:
+    """Weights keyed by layer name / variable name (stable across two builds of a backbone)."""
+    return {f"{layer.name}/{w.name}": w.numpy() for layer in model.layers for w in layer.weights}
+
+
+def test_run_directory_holds_everything(smoke_run):
+    config, result = smoke_run
+    root = result.run_dir
+    assert root == config.run_dir
+    assert load_config(root / "config.yaml") == config
+    label_map = LabelMap.from_dict(json.loads((root / "label_map.json").read_text()))
+    assert label_map.names == ("circle", "rectangle", "triangle")
+    rows = read_metrics(root / "metrics.csv")
+    assert [(int(r["stage"]), int(r["epoch"])) for r in rows] == [(1, 1), (1, 2), (2, 1)]
+    assert all(float(r["lr"]) >= 0 and np.isfinite(float(r["val_loss"])) for r in rows)
+    assert float(rows[0]["lr"]) > 0
+    for stage in (1, 2):
+        assert (root / "checkpoints" / f"stage{stage}_best.weights.h5").is_file()
+    assert sorted(p.name for p in (root / "checkpoints").glob("*_last_*")) == ["stage2_last_e0001.weights.h5"]
+    state = json.loads((root / "checkpoints" / "state.json").read_text())
+    assert state["run_done"] and state["stage"] == 2 and state["epochs_done"] == 1
+    evaluation = json.loads((root / "evaluation.json").read_text())
+    assert evaluation == result.metrics
+    assert 0.0 <= evaluation["localization_accuracy"] <= evaluation["accuracy"] <= 1.0
+    assert evaluation["num_samples"] == sum(1 for i in _val_images(config) if i.annotations)
+
+
+def _val_images(config):
+    from training.training_data import resolve_training_data
+
+    return resolve_training_data(config).val.images
+
+
+def test_tensorboard_logs_have_scalars_per_stage(smoke_run):
+    _, result = smoke_run
+    for stage, epochs in ((1, 2), (2, 1)):
+        files = list((result.run_dir / "tensorboard" / f"stage{stage}").glob("events.out.tfevents.*"))
+        assert files
+        steps_by_tag: dict[str, list[int]] = {}
+        for record in tf.data.TFRecordDataset([str(f) for f in files]):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                assert value.metadata.plugin_data.plugin_name == "scalars"
+                steps_by_tag.setdefault(value.tag, []).append(event.step)
+        assert steps_by_tag["loss"] == list(range(1, epochs + 1))
+        assert {"val_loss", "learning_rate", "localization_accuracy"} <= set(steps_by_tag)
+
+
+def test_final_model_reloads_and_predicts_the_same(smoke_run):
+    config, result = smoke_run
+    model = keras.saving.load_model(result.run_dir / "model.keras")
+    images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    outputs = model(images, training=False)
+    assert outputs["class_probs"].shape == (2, 3) and outputs["box"].shape == (2, 4)
+    again = keras.saving.load_model(result.run_dir / "model.keras")(images, training=False)
+    np.testing.assert_allclose(again["box"], outputs["box"], rtol=1e-6)
+
+
+def test_stage2_changes_unfrozen_weights_only_and_no_batchnorm_statistics(smoke_run):
+    config, result = smoke_run
+    initial = weights_by_path(build_backbone_for(config))
+    tuned = weights_by_path(backbone_of(keras.saving.load_model(result.run_dir / "model.keras")))
+    assert initial.keys() == tuned.keys()
+    changed = {key for key in initial if not np.array_equal(initial[key], tuned[key])}
+    # unfreeze=1: only the top block (stage4) trains, and never its BatchNorm layers.
+    assert changed, "fine-tuning changed no backbone weight"
+    assert all(key.startswith("stage4_") for key in changed), sorted(changed)
+    assert not any("_bn/" in key for key in changed), sorted(changed)
+    top_convs = [k for k in initial if k.startswith("stage4_") and "conv" in k.split("/")[0]]
+    assert set(top_convs) <= changed
+
+
+def test_stage1_changes_no_backbone_weight_but_trains_the_head(runs_dir):
+    config = smoke_config(runs_dir, "name=stage1_only", "stage2.epochs=0")
+    result = train(config, verbose=0, log=lambda message: None)
+    model = keras.saving.load_model(result.run_dir / "model.keras")
+    initial = weights_by_path(build_backbone_for(config))
+    after = weights_by_path(backbone_of(model))
+    assert all(np.array_equal(initial[k], after[k]) for k in initial)
+    keras.utils.set_random_seed(config.seed + 1)  # the head's initialization (build_head_for)
+    fresh_head = model.head.__class__.from_config(model.head.get_config())
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh_head.get_weights(), model.head.get_weights()))
+
+
+def test_rerun_of_a_finished_run_does_not_train_again(smoke_run):
+    config, result = smoke_run
+    model_file = result.run_dir / "model.keras"
+    stamp = model_file.stat().st_mtime_ns
+    messages: list[str] = []
+    again = train(config, verbose=0, log=messages.append)
+    assert again.resumed and again.metrics == result.metrics
+    assert any("already complete" in m for m in messages)
+    assert model_file.stat().st_mtime_ns == stamp
+
+
+def test_a_different_config_cannot_continue_a_run(smoke_run, runs_dir):
+    with pytest.raises(RunDirectoryError, match="different config.*--restart"):
+        train(smoke_config(runs_dir, "stage1.lr=0.5"), verbose=0, log=lambda message: None)
+
+
+def test_same_config_gives_the_same_weights_and_metrics(smoke_run, runs_dir):
+    config, result = smoke_run
+    twin = train(smoke_config(runs_dir, "name=twin"), verbose=0, log=lambda message: None)
+    assert twin.metrics == result.metrics
+    first = keras.saving.load_model(result.run_dir / "model.keras").get_weights()
+    second = keras.saving.load_model(twin.run_dir / "model.keras").get_weights()
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(runs_dir):
+    config = smoke_config(runs_dir, "name=diverges", "stage2.epochs=0", "optimizer.kind=sgd",
+                          "stage1.lr=1e30", "schedule.kind=constant", "schedule.warmup_epochs=0")
+    with pytest.raises(TrainingDivergedError, match=r"loss is (nan|inf).*stage 1.*stage1\.lr"):
+        train(config, verbose=0, log=lambda message: None)
+    rows = read_metrics(config.run_dir / "metrics.csv")
+    assert len(rows) <= 1  # stopped in its first epoch
