@@ -9,6 +9,7 @@ import pytest
 from models.backbones import (
     BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, BackboneError, build_backbone, feature_shape)
 from models.pixel_normalization import PixelNormalization
+from models.transfer import backbone_blocks
 
 SHAPE_TEST_SIZE = (64, 96)
 # P3/P4/P5 channels, from each architecture's published layer widths.
@@ -41,6 +42,17 @@ def random_init_backbone():
         return cache[name]
 
     return get
+
+
+# (number of blocks, first layer of the first block after the stem, last layer): a stem,
+# the architecture's blocks (ResNet50 3+4+6+3 residual blocks, MobileNetV2 17 inverted
+# residual blocks, EfficientNet-B0 1+2+2+3+3+4+1 MBConv blocks, VGG16 5 stages), a top.
+EXPECTED_BLOCKS = {
+    "mobilenet_v2": (1 + 17 + 1, "expanded_conv_depthwise", "out_relu"),
+    "resnet50": (1 + 16, "conv2_block1_1_conv", "conv5_block3_out"),
+    "efficientnet_b0": (1 + 16 + 1, "block1a_dwconv", "top_activation"),
+    "vgg16": (5, "block2_conv1", "block5_pool"),
+}
 
 
 def _raw_pixels(count=2, size=SHAPE_TEST_SIZE, seed=0):
@@ -119,3 +131,16 @@ def test_unknown_name_lists_the_known_ones():
 def test_alpha_only_where_the_family_has_one():
     with pytest.raises(BackboneError, match="alpha"):
         build_backbone("resnet50", (64, 64), alpha=0.5)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_BLOCKS))
+def test_application_blocks_follow_the_architecture(name, random_init_backbone):
+    backbone = random_init_backbone(name)
+    blocks = backbone_blocks(backbone)
+    count, first_after_stem, last = EXPECTED_BLOCKS[name]
+    assert len(blocks) == count
+    assert blocks[1][0].name == first_after_stem
+    assert blocks[-1][-1].name == last
+    weighted = {layer.name for layer in backbone.layers if layer.weights
+                and not isinstance(layer, keras.layers.Normalization)}
+    assert weighted <= {layer.name for block in blocks for layer in block}
