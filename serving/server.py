@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from serving.batching import BatchingOptions
 from serving.grpc_api import build_grpc_server
-from serving.model_config import ModelEntry, read_model_config
+from serving.model_config import ModelEntry
 from serving.prediction import PredictionCore
 from serving.registry import ModelRegistry
 from serving.rest_api import DEFAULT_MAX_BODY_BYTES, RestApi, RestServer
@@ -45,10 +44,6 @@ class ServerOptions:
             raise ValueError(f"gRPC and REST cannot share port {self.port}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {self.max_body_bytes}")
-
-
-def models_from_config_file(path: str | Path) -> list[ModelEntry]:
-    return read_model_config(path)
 
 
 class ModelServer:

@@ -1,0 +1,213 @@
+"""What serving costs: REST round trip vs in-process call, and batching under 8 clients.
+
+Measures, in one run, on one exported detector (decoding, letterbox, model, NMS and
+mapping back to original pixels all in the SavedModel):
+1. latency at batch 1 of the SavedModel called in-process (`signatures["serving_default"]`),
+2. latency at batch 1 of the same model through `detseg serve` over REST (and gRPC),
+   and the REST / in-process overhead ratio,
+3. throughput (images/s) with 8 concurrent REST clients sending one image per request,
+   with the server's batching off and on, and their ratio.
+
+    .venv/bin/python benchmarks/serving.py                     # ~3-4 minutes on 2 cores
+    .venv/bin/python benchmarks/serving.py --model conv --requests 20   # no models/ dependency
+
+The model is the project's YOLO detector (`models.yolo_detector`, tiny backbone, untrained:
+timing only) at `--image-size`, or with `--model conv` a few convolutions with fixed boxes.
+The server runs as its own process (`python -m detseg serve`), so clients and server do
+not share a GIL. Images are 640 x 480 JPEGs, decoded in the graph. Medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+import io  # noqa: E402
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from serving.client import ServingClient  # noqa: E402
+from serving.export import export_saved_model  # noqa: E402
+from serving.serving_module import ServingModule  # noqa: E402
+
+MODEL_NAME = "bench"
+CLASS_NAMES = ["circle", "square", "triangle"]
+
+
+def build_module(kind: str, image_size: int) -> ServingModule:
+    if kind == "yolo":
+        from models.backbones import build_backbone
+        from models.yolo_detector import build_yolo_detector
+
+        model = build_yolo_detector(build_backbone("tiny", (image_size, image_size)), num_classes=len(CLASS_NAMES))
+        return ServingModule(model.detect, task="detection", letterbox=image_size, label_names=CLASS_NAMES,
+                             trackables=[model])
+    import keras
+
+    pixels = keras.Input((image_size, image_size, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(pixels)
+    for filters in (16, 32, 64, 128):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
+    features = keras.layers.GlobalAveragePooling2D()(x)
+    scores = keras.layers.Dense(10, activation="sigmoid")(features)
+    boxes = keras.layers.Lambda(lambda s: keras.ops.stack([s * 10, s * 10, s * 10 + 50, s * 10 + 50], -1))(scores)
+    classes = keras.layers.Lambda(lambda s: keras.ops.cast(s > 0.5, "int32"))(scores)
+    model = keras.Model(pixels, {"boxes": boxes, "scores": scores, "classes": classes})
+    return ServingModule(model, task="detection", letterbox=image_size, label_names=CLASS_NAMES)
+
+
+def jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
+    coarse = np.random.default_rng(seed).integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(coarse).resize((width, height), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def median_ms(call, iterations: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """`python -m detseg serve` on free ports, until `stop()`."""
+
+    def __init__(self, base_path: Path, batching: bool, args: argparse.Namespace):
+        self.rest_port, self.grpc_port = free_port(), free_port()
+        command = [sys.executable, "-m", "detseg", "serve", "--model_base_path", str(base_path),
+                   "--model_name", MODEL_NAME, "--rest_api_port", str(self.rest_port),
+                   "--port", str(self.grpc_port), "--max_lifetime_s", "1800"]
+        if batching:
+            command += ["--enable_batching", "--max_batch_size", str(args.max_batch_size),
+                        "--batch_timeout_micros", str(args.batch_timeout_micros),
+                        "--num_batch_threads", str(args.num_batch_threads)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        cwd=ROOT)
+        lines = []
+        while not any(line.startswith("REST:") for line in lines):
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError("detseg serve exited:\n" + "".join(lines))
+            lines.append(line)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def throughput(address: str, images: list[bytes], clients: int, requests_per_client: int) -> float:
+    """Images/s with `clients` threads, each sending `requests_per_client` one-image requests."""
+    barrier = threading.Barrier(clients + 1)
+    errors: list = []
+
+    def client_loop(index: int) -> None:
+        client = ServingClient(address, MODEL_NAME)
+        client.predict([images[index % len(images)]])  # warm the connection
+        barrier.wait()
+        try:
+            for r in range(requests_per_client):
+                client.predict([images[(index + r) % len(images)]])
+        except Exception as error:  # reported after the run
+            errors.append(error)
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} client requests failed, first: {errors[0]}")
+    return clients * requests_per_client / elapsed
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=["yolo", "conv"], default="yolo")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--iterations", type=int, default=30, help="timed calls per latency measurement")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=30, help="requests per client in the throughput runs")
+    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--batch-timeout-micros", type=int, default=5000)
+    parser.add_argument("--num-batch-threads", type=int, default=2)
+    return parser.parse_args()
+
+
+def measure(args: argparse.Namespace, images: list[bytes], tmp: Path) -> dict[str, float]:
+    """Export, then time the in-process call, REST/gRPC round trips, and throughput off/on."""
+    start = time.perf_counter()
+    version = export_saved_model(build_module(args.model, args.image_size), tmp / MODEL_NAME)
+    results = {"export_s": time.perf_counter() - start}
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    one = tf.constant(images[:1])
+    results["in_process_ms"] = median_ms(lambda: signature(images=one), args.iterations)
+    server = ServerProcess(version.parent, batching=False, args=args)
+    try:
+        rest = ServingClient(f"http://127.0.0.1:{server.rest_port}", MODEL_NAME)
+        over_grpc = ServingClient(f"127.0.0.1:{server.grpc_port}", MODEL_NAME)
+        results["rest_ms"] = median_ms(lambda: rest.predict(images[:1]), args.iterations)
+        results["grpc_ms"] = median_ms(lambda: over_grpc.predict(images[:1]), args.iterations)
+        results["unbatched"] = throughput(f"http://127.0.0.1:{server.rest_port}", images, args.clients,
+                                          args.requests)
+    finally:
+        server.stop()
+    server = ServerProcess(version.parent, batching=True, args=args)
+    try:
+        results["batched"] = throughput(f"http://127.0.0.1:{server.rest_port}", images, args.clients, args.requests)
+    finally:
+        server.stop()
+    return results
+
+
+def report(results: dict[str, float], args: argparse.Namespace) -> None:
+    r = results
+    print(f"\nserving benchmark: {args.model} detector at {args.image_size} px, 640x480 JPEG inputs, "
+          f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} (export took {r['export_s']:.1f} s)")
+    print(f"  in-process call, batch 1     {r['in_process_ms']:8.1f} ms")
+    print(f"  REST round trip, batch 1     {r['rest_ms']:8.1f} ms   overhead ratio REST / in-process = "
+          f"{r['rest_ms'] / r['in_process_ms']:.2f}")
+    print(f"  gRPC round trip, batch 1     {r['grpc_ms']:8.1f} ms   ratio gRPC / in-process = "
+          f"{r['grpc_ms'] / r['in_process_ms']:.2f}")
+    print(f"  {args.clients} REST clients, batching off {r['unbatched']:8.1f} img/s")
+    print(f"  {args.clients} REST clients, batching on  {r['batched']:8.1f} img/s   ratio on / off = "
+          f"{r['batched'] / r['unbatched']:.2f}  (max_batch_size {args.max_batch_size}, "
+          f"timeout {args.batch_timeout_micros} us, {args.num_batch_threads} batch threads)")
+
+
+def main() -> None:
+    args = parse_args()
+    images = [jpeg(seed) for seed in range(8)]
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        report(measure(args, images, Path(tmp)), args)
+
+
+if __name__ == "__main__":
+    main()
