@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import reprlib
 from typing import Any
 
 import numpy as np
@@ -52,9 +53,13 @@ def signature_name_of(document: dict[str, Any]) -> str:
     return name
 
 
-def _short(value: Any, limit: int = 200) -> str:
-    text = json.dumps(value)[: limit + 1]
-    return text if len(text) <= limit else text[:limit] + "..."
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 6, 6, 60, 60
+
+
+def _short(value: Any) -> str:
+    """A bounded rendering of a JSON value for error messages (never the whole 60 MB body)."""
+    return _SHORT.repr(value)
 
 
 def _is_base64_object(value: Any) -> bool:
