@@ -181,3 +181,13 @@ def test_new_version_is_picked_up_without_dropping_requests(tmp_path, exported_d
     assert not failures
     assert not np.array_equal(answers[-1], before["boxes"])  # the new weights answer now
     assert any(np.array_equal(a, before["boxes"]) for a in answers)  # the old version answered before the swap
+
+
+def test_client_errors_carry_the_status_on_both_transports(server, sample_images):
+    from serving.client import ServingClientError
+
+    for address, not_found in ((server.rest_url, 404), (server.grpc_target, "NOT_FOUND")):
+        assert ServingClient(address, MODEL_NAME, version=1).predict(sample_images[:1])["boxes"].shape == (1, 4, 4)
+        with pytest.raises(ServingClientError) as raised:
+            ServingClient(address, MODEL_NAME, version=9).predict(sample_images[:1])
+        assert raised.value.status == not_found and "Specific(tiny, 9)" in raised.value.message
