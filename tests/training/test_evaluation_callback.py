@@ -1,4 +1,4 @@
-"""`EvaluationCallback`: the real metric every N epochs in the logs, hence in the CSV logs.
+"""`EvaluationCallback`: the real metric every N epochs in the logs, hence in the CSV and TensorBoard logs.
 
 The fitted model is the cls+loc task model on the session's synthetic dataset (square
 128 px images at a 64 px input, so the letterbox is a pure scale and IoUs are the same
@@ -15,6 +15,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from data.coco import load_coco
 from evaluation.task_evaluation import evaluate_task_predictions
@@ -22,7 +23,7 @@ from models.backbones import build_backbone, feature_shape
 from models.classification_localization import ClassificationLocalizationModel, build_clsloc_head
 from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
 from pipelines.dataset import build_dataset, build_eval_dataset
-from training.callbacks import MetricsCsv
+from training.callbacks import MetricsCsv, ScalarEventLog
 from training.clsloc_family import evaluate as clsloc_family_evaluate
 from training.evaluation_callback import EvaluationCallback, logged_metrics
 from training.predictions import eval_targets
@@ -60,7 +61,8 @@ def test_two_epoch_fit_writes_the_metrics_into_both_csv_logs(splits, tmp_path):
     keras_csv, our_csv = tmp_path / "keras.csv", tmp_path / "metrics.csv"
     model.fit(build_dataset(train, CLASSIFICATION_LOCALIZATION, SIZE, 8), epochs=2, verbose=0,
               validation_data=build_dataset(val, CLASSIFICATION_LOCALIZATION, SIZE, 8),
-              callbacks=[callback, keras.callbacks.CSVLogger(str(keras_csv)), MetricsCsv(our_csv, stage=2)])
+              callbacks=[callback, keras.callbacks.CSVLogger(str(keras_csv)), MetricsCsv(our_csv, stage=2),
+                         ScalarEventLog(tmp_path / "tensorboard")])
     frame_metrics = clsloc_family_evaluate(
         model, build_eval_dataset(val, CLASSIFICATION_LOCALIZATION, SIZE, 4, with_targets=True), val.label_map)
     for path in (keras_csv, our_csv):
@@ -73,6 +75,16 @@ def test_two_epoch_fit_writes_the_metrics_into_both_csv_logs(splits, tmp_path):
         assert float(last["val_loc_accuracy"]) == pytest.approx(frame_metrics["localization_accuracy"])
         assert float(last["val_box_mIoU"]) == pytest.approx(frame_metrics["mean_iou"], abs=1e-5)
     assert len(seen) == 2 and seen[-1].startswith("epoch 2: val_loc_accuracy")
+    assert tensorboard_steps(tmp_path / "tensorboard", "val_loc_accuracy") == [1, 2]
+
+
+def tensorboard_steps(log_dir, tag: str) -> list[int]:
+    """Steps at which the event files under `log_dir` hold a scalar `tag`."""
+    steps = []
+    for path in sorted(log_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
 
 
 def test_evaluates_every_nth_epoch_and_the_last(splits):
