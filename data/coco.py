@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from data.atomic_files import write_json_atomic
 from data.errors import DatasetError
 
 REQUIRED_TOP_LEVEL_KEYS = ("images", "annotations", "categories")
@@ -252,21 +252,6 @@ def dataset_from_dict(payload: Any, image_dir: Path, source: Path | None = None)
     if unknown:
         raise DatasetError(f"{where}: annotations refer to unknown category id(s) {unknown}")
     return CocoDataset(images, categories, image_dir, source, dict(payload.get("info") or {}))
-
-
-def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
-    """Write JSON through a temporary sibling and a rename: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_coco(dataset: CocoDataset | dict[str, Any], path: str | os.PathLike) -> Path:

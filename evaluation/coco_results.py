@@ -23,7 +23,8 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-from data.coco import CocoDataset, LabelMap, encode_mask, read_json, write_json_atomic
+from data.atomic_files import write_json_atomic
+from data.coco import CocoDataset, LabelMap, encode_mask, read_json
 from data.errors import DatasetError
 
 IOU_TYPES = ("bbox", "segm")

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.coco import write_json_atomic
+from data.atomic_files import write_json_atomic, write_text_atomic
 from evaluation.plots import plot_confusion_matrix, plot_per_class_bars, plot_pr_curves
 from evaluation.report_document import report_blocks
 from evaluation.report_render import to_html, to_markdown
@@ -37,20 +37,13 @@ def write_report(out_dir: str | os.PathLike, report: dict[str, Any],
               "examples": [_relative(path, out_dir) for path in examples]}
     written = {"json": write_json_atomic(report, out_dir / "report.json")}
     blocks = report_blocks(report, plots, examples)
-    written["markdown"] = _write_text(out_dir / "report.md", to_markdown(blocks, out_dir))
-    written["html"] = _write_text(out_dir / "report.html", to_html(blocks, "detseg evaluation report"))
+    written["markdown"] = write_text_atomic(to_markdown(blocks, out_dir), out_dir / "report.md")
+    written["html"] = write_text_atomic(to_html(blocks, "detseg evaluation report"), out_dir / "report.html")
     return {**written, **plots}
 
 
 def _relative(path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
-
-
-def _write_text(path: Path, text: str) -> Path:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-    return path
 
 
 def draw_report_plots(report: dict[str, Any], plot_dir: Path) -> dict[str, Path]:

@@ -12,13 +12,13 @@ one, has no objects.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from data.atomic_files import write_text_atomic
 from data.coco import CocoDataset, ImageRecord
 from data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from data.convert.image_files import as_file_name, list_images, read_image_size
@@ -157,17 +157,3 @@ def _yolo_box_line(class_index: int, box: tuple[float, float, float, float], rec
     numbers = ((x0 + x1) / 2 / record.width, (y0 + y1) / 2 / record.height,
                (x1 - x0) / record.width, (y1 - y0) / record.height)
     return f"{class_index} " + " ".join(f"{v:.{DECIMALS}f}" for v in numbers) + "\n"
-
-
-def write_text_atomic(text: str, path: Path) -> Path:
-    """Write through a temporary sibling and a rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
