@@ -57,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="IoU at which a detection matches an object in the confusion matrix (default 0.5)")
     p.add_argument("--confusion-score", type=float, default=0.5,
                    help="lowest score of a detection counted in the confusion matrix (default 0.5)")
-    p.add_argument("--model", default=None, help="what made the predictions, recorded in the report")
+    p.add_argument("--model", default=None, metavar="DESCRIPTION",
+                   help="what made the predictions, recorded in the report (default: MODEL or the server)")
     p.add_argument("--examples", type=int, default=4,
                    help="images drawn with ground truth and predictions side by side (default 4, 0: none)")
     p.set_defaults(func=_evaluate)
