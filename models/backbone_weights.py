@@ -105,7 +105,8 @@ def build_imagenet_reference(name: str, build_reference: Callable[[str], keras.M
         with _socket_timeout(DOWNLOAD_SOCKET_TIMEOUT_S):
             return build_reference(IMAGENET_WEIGHTS)
     except ValueError as error:  # keras rejects the request itself (e.g. an alpha it has no weights for)
-        raise BackboneWeightsError(f"backbone '{name}': no ImageNet weights for this setting: {error}") from error
+        raise BackboneWeightsError(
+            f"backbone '{name}': no ImageNet weights for this setting: {error}") from error
     except Exception as error:  # keras' downloader raises a bare Exception on network failure
         raise BackboneWeightsError(
             f"backbone '{name}': ImageNet weights are not in {keras_cache_dir()} and could not be "

@@ -7,13 +7,13 @@
   model takes raw pixels;
 - output: `{"P3": [B, H/8, W/8, C3], "P4": [B, H/16, W/16, C4], "P5": [B, H/32, W/32, C5]}`.
 
-| name              | P3 / P4 / P5 layer                                         | C3, C4, C5        | normalization            |
-|-------------------|------------------------------------------------------------|-------------------|--------------------------|
-| `tiny`            | stage2_out / stage3_out / stage4_out                       | 32, 64, 128       | x/127.5 - 1              |
-| `mobilenet_v2`    | block_6_expand_relu / block_13_expand_relu / out_relu      | 192, 576, 1280    | x/127.5 - 1              |
-| `resnet50`        | conv3_block4_out / conv4_block6_out / conv5_block3_out     | 512, 1024, 2048   | BGR minus mean (caffe)   |
-| `efficientnet_b0` | block3b_add / block5c_add / top_activation                 | 40, 112, 1280     | (x/255 - mean)/std       |
-| `vgg16`           | block4_conv3 / block5_conv3 / block5_pool                  | 512, 512, 512     | BGR minus mean (caffe)   |
+| name              | P3 / P4 / P5 layers                                   | C3, C4, C5      | normalization    |
+|-------------------|-------------------------------------------------------|-----------------|------------------|
+| `tiny`            | stage2_out / stage3_out / stage4_out                  | 32, 64, 128     | x/127.5 - 1      |
+| `mobilenet_v2`    | block_6_expand_relu / block_13_expand_relu / out_relu | 192, 576, 1280  | x/127.5 - 1      |
+| `resnet50`        | conv3_block4_out / conv4_block6_out / conv5_block3_out| 512, 1024, 2048 | BGR - mean       |
+| `efficientnet_b0` | block3b_add / block5c_add / top_activation            | 40, 112, 1280   | (x/255-mean)/std |
+| `vgg16`           | block4_conv3 / block5_conv3 / block5_pool             | 512, 512, 512   | BGR - mean       |
 
 Channels are at `alpha=1`; `alpha` (width multiplier) exists for `mobilenet_v2` and
 `tiny` only. H and W must be multiples of 32 so that every stride is exact.

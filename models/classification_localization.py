@@ -181,7 +181,8 @@ class ClassificationLocalizationModel(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "backbone": None if self.backbone is None else keras.saving.serialize_keras_object(self.backbone),
+            "backbone": (None if self.backbone is None
+                         else keras.saving.serialize_keras_object(self.backbone)),
             "head": keras.saving.serialize_keras_object(self.head),
             "image_size": list(self.image_size),
             "box_loss": self.box_loss,
@@ -197,7 +198,8 @@ class ClassificationLocalizationModel(keras.Model):
         config = dict(config)
         for key in ("backbone", "head"):
             if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
+                config[key] = keras.saving.deserialize_keras_object(
+                    config[key], custom_objects=custom_objects)
         return cls(**config)
 
 
