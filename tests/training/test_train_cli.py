@@ -1,0 +1,90 @@
+"""`detseg train` and `detseg pretrain` through the real command line (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"
+
+
+def detseg(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run([sys.executable, "-m", "detseg", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_train_smoke_config(tmp_path):
+    run = detseg("train", str(SMOKE), f"runs_dir={tmp_path}", "stage2.epochs=1", "--quiet")
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    run_dir = Path(summary["run_dir"])
+    assert run_dir == tmp_path / "smoke_clsloc"
+    for name in ("config.yaml", "label_map.json", "metrics.csv", "model.keras", "evaluation.json",
+                 "checkpoints/state.json", "checkpoints/stage1_best.weights.h5"):
+        assert (run_dir / name).is_file(), name
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert summary["localization_accuracy"] == evaluation["localization_accuracy"]
+
+
+def test_train_config_error_is_one_line_naming_the_key(tmp_path):
+    run = detseg("train", str(SMOKE), f"runs_dir={tmp_path}", "stage1.epocs=2")
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.startswith("detseg: error")]
+    assert len(lines) == 1
+    assert "'stage1.epocs'" in lines[0] and "epochs" in lines[0]
+    assert not (tmp_path / "smoke_clsloc").exists()
+
+
+def test_pretrain_on_coco_crops_then_train_from_those_weights(synthetic_dir, tmp_path):
+    out = tmp_path / "tiny.weights.h5"
+    run = detseg("pretrain", "--data", str(synthetic_dir / "annotations" / "instances_train.json"),
+                 "--backbone", "tiny", "--image-size", "32", "--epochs", "1", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert out.is_file()
+    description = json.loads(out.with_name("tiny.json").read_text())
+    assert description["classes"] == ["circle", "rectangle", "triangle"] and description["num_samples"] > 0
+
+    from models.backbones import build_backbone
+    from models.transfer import weights_fingerprint
+
+    pretrained = build_backbone("tiny", (64, 64), str(out))
+    assert weights_fingerprint(pretrained) != weights_fingerprint(build_backbone("tiny", (64, 64), None))
+
+
+def test_pretrain_on_a_folder_per_class(tmp_path):
+    rng = np.random.default_rng(0)
+    for name, value in (("dark", 40), ("light", 220)):
+        (tmp_path / "set" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = np.clip(rng.normal(value, 10, (40, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "set" / name / f"{i}.png")
+    out = tmp_path / "folders.weights.h5"
+    run = detseg("pretrain", "--data", str(tmp_path / "set"), "--backbone", "tiny", "--image-size", "32",
+                 "--epochs", "1", "--batch-size", "4", "--out", str(out))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(out.with_name("folders.json").read_text())["classes"] == ["dark", "light"]
+    assert "2 classes" in run.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "backbone.h5"], "must end with '.weights.h5'"),
+    (["--data", "missing.json"], "missing.json: not found"),
+])
+def test_pretrain_errors_are_named(tmp_path, synthetic_dir, args, message):
+    defaults = {"--data": str(synthetic_dir / "annotations" / "instances_train.json"),
+                "--out": str(tmp_path / "x.weights.h5")}
+    given = dict(zip(args[::2], args[1::2]))
+    argv = [a for key, value in {**defaults, **given}.items() for a in (key, value)]
+    run = detseg("pretrain", *argv, "--backbone", "tiny", "--image-size", "32", "--epochs", "1")
+    assert run.returncode == 2
+    assert message in run.stderr
