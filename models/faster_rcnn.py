@@ -62,12 +62,16 @@ class FasterRCNN(keras.Model):
     """
 
     loss_names = FASTER_RCNN_LOSSES
+    extra_head_names: tuple[str, ...] = ()  # head layers a subclass adds (constructor arguments)
 
     def __init__(self, backbone, neck: FeaturePyramid, rpn_head: RPNHead, box_head: BoxHead,
                  image_size=None, options: TwoStageOptions | dict | None = None, **kwargs):
+        extra_heads = {name: kwargs.pop(name) for name in self.extra_head_names}
         super().__init__(**kwargs)
         self.backbone = backbone
         self.neck, self.rpn_head, self.box_head = neck, rpn_head, box_head
+        for name, layer in extra_heads.items():  # before build(): a built model is locked
+            setattr(self, name, layer)
         self.options = options if isinstance(options, TwoStageOptions) else TwoStageOptions.from_dict(options)
         self.image_size = self._resolved_image_size(image_size)
         self.levels = tuple(neck.levels)
@@ -80,6 +84,8 @@ class FasterRCNN(keras.Model):
                                     for h, w in level_shapes(self.image_size, generator.strides)]
         self.seed_generator = keras.random.SeedGenerator(0, name="target_sampling_seed")
         self.loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self.loss_names}
+        if backbone is not None:  # feature shapes are known: build now, so weights can load
+            self.build(None)
 
     @property
     def num_classes(self) -> int:
@@ -112,9 +118,24 @@ class FasterRCNN(keras.Model):
                 raise TwoStageConfigError(f"backbone '{self.backbone.name}' lacks levels {missing}")
 
     def build(self, input_shape=None):
-        # The parts build themselves on their first call (their input shapes come from the
-        # backbone); nothing else holds variables.
+        """Builds every part from the feature shapes, so weights can load before a first call."""
+        if self.backbone is not None:
+            shapes = {name: tuple(self.backbone.output[name].shape) for name in self.levels}
+        else:
+            shapes = {name: tuple(input_shape[name]) for name in self.levels}
+        self.build_heads(shapes)
         self.built = True
+
+    def build_heads(self, feature_shapes: dict) -> None:
+        if not self.neck.built:
+            self.neck.build(feature_shapes)
+        pyramid = self.neck.compute_output_shape(feature_shapes)
+        if not self.rpn_head.built:
+            self.rpn_head.build(pyramid)
+        channels = self.neck.channels
+        size = self.options.box_roi_size
+        if not self.box_head.built:
+            self.box_head.build((None, None, size, size, channels))
 
     # ------------------------------------------------------------------ forward passes
 

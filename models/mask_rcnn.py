@@ -38,16 +38,25 @@ class MaskRCNN(FasterRCNN):
     """
 
     loss_names = MASK_RCNN_LOSSES
+    extra_head_names = ("mask_head",)
 
     def __init__(self, backbone, neck: FeaturePyramid, rpn_head: RPNHead, box_head: BoxHead,
                  mask_head: MaskHead, image_size=None, options: TwoStageOptions | dict | None = None,
                  **kwargs):
         super().__init__(backbone, neck, rpn_head, box_head, image_size=image_size, options=options,
-                         **kwargs)
-        if mask_head.num_classes != box_head.num_classes:
-            raise TwoStageConfigError(f"mask head has {mask_head.num_classes} classes, box head "
-                                      f"{box_head.num_classes}")
-        self.mask_head = mask_head
+                         mask_head=mask_head, **kwargs)
+
+    def _check_parts(self) -> None:
+        super()._check_parts()
+        if self.mask_head.num_classes != self.box_head.num_classes:
+            raise TwoStageConfigError(f"mask head has {self.mask_head.num_classes} classes, box head "
+                                      f"{self.box_head.num_classes}")
+
+    def build_heads(self, feature_shapes: dict) -> None:
+        super().build_heads(feature_shapes)
+        size = self.options.mask_roi_size
+        if not self.mask_head.built:
+            self.mask_head.build((None, None, size, size, self.neck.channels))
 
     def _head_layers(self) -> dict:
         return {**super()._head_layers(), "mask_head": self.mask_head}
