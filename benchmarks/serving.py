@@ -11,6 +11,10 @@ mapping back to original pixels all in the SavedModel):
     .venv/bin/python benchmarks/serving.py                     # ~3-4 minutes on 2 cores
     .venv/bin/python benchmarks/serving.py --model conv --requests 20   # no models/ dependency
 
+On a machine shared with other jobs, timings drift: the in-process and REST/gRPC calls are
+therefore interleaved call by call, and the batching-off and batching-on servers run side
+by side and take turns in short rounds, so both sides of each ratio see the same load.
+
 The model is the project's YOLO detector (`models.yolo_detector`, tiny backbone, untrained:
 timing only) at `--image-size`, or with `--model conv` a few convolutions with fixed boxes.
 The server runs as its own process (`python -m detseg serve`), so clients and server do
@@ -29,6 +33,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,15 +82,18 @@ def jpeg(seed: int, width: int = 640, height: int = 480) -> bytes:
     return buffer.getvalue()
 
 
-def median_ms(call, iterations: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        call()
-    times = []
+def paired_latency_ms(calls: dict[str, Callable[[], Any]], iterations: int, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of each call, the calls interleaved so they share the machine's load."""
+    for call in calls.values():
+        for _ in range(warmup):
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(iterations):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
 def free_port() -> int:
@@ -114,14 +122,16 @@ class ServerProcess:
             if not line:
                 raise RuntimeError("detseg serve exited:\n" + "".join(lines))
             lines.append(line)
+        # Keep reading its output: a full pipe would block the server.
+        threading.Thread(target=self.process.stdout.read, daemon=True).start()
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
 
 
-def throughput(address: str, images: list[bytes], clients: int, requests_per_client: int) -> float:
-    """Images/s with `clients` threads, each sending `requests_per_client` one-image requests."""
+def timed_requests(address: str, images: list[bytes], clients: int, requests_per_client: int) -> float:
+    """Seconds for `clients` threads to send `requests_per_client` one-image requests each."""
     barrier = threading.Barrier(clients + 1)
     errors: list = []
 
@@ -142,10 +152,20 @@ def throughput(address: str, images: list[bytes], clients: int, requests_per_cli
     start = time.perf_counter()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - start
     if errors:
         raise RuntimeError(f"{len(errors)} client requests failed, first: {errors[0]}")
-    return clients * requests_per_client / elapsed
+    return time.perf_counter() - start
+
+
+def alternating_throughput(addresses: dict[str, str], images: list[bytes], clients: int, requests: int,
+                           rounds: int) -> dict[str, float]:
+    """Images/s per server, the servers taking turns in `rounds` short rounds."""
+    per_round = max(1, requests // rounds)
+    seconds = {name: 0.0 for name in addresses}
+    for _ in range(rounds):
+        for name, address in addresses.items():
+            seconds[name] += timed_requests(address, images, clients, per_round)
+    return {name: clients * per_round * rounds / total for name, total in seconds.items()}
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,7 +174,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--iterations", type=int, default=30, help="timed calls per latency measurement")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=30, help="requests per client in the throughput runs")
+    parser.add_argument("--requests", type=int, default=32, help="requests per client in the throughput runs")
+    parser.add_argument("--rounds", type=int, default=4, help="turns the two servers take in the throughput runs")
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout-micros", type=int, default=5000)
     parser.add_argument("--num-batch-threads", type=int, default=2)
@@ -168,22 +189,22 @@ def measure(args: argparse.Namespace, images: list[bytes], tmp: Path) -> dict[st
     results = {"export_s": time.perf_counter() - start}
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
     one = tf.constant(images[:1])
-    results["in_process_ms"] = median_ms(lambda: signature(images=one), args.iterations)
-    server = ServerProcess(version.parent, batching=False, args=args)
+    plain = ServerProcess(version.parent, batching=False, args=args)
+    batching = ServerProcess(version.parent, batching=True, args=args)
     try:
-        rest = ServingClient(f"http://127.0.0.1:{server.rest_port}", MODEL_NAME)
-        over_grpc = ServingClient(f"127.0.0.1:{server.grpc_port}", MODEL_NAME)
-        results["rest_ms"] = median_ms(lambda: rest.predict(images[:1]), args.iterations)
-        results["grpc_ms"] = median_ms(lambda: over_grpc.predict(images[:1]), args.iterations)
-        results["unbatched"] = throughput(f"http://127.0.0.1:{server.rest_port}", images, args.clients,
-                                          args.requests)
+        rest = ServingClient(f"http://127.0.0.1:{plain.rest_port}", MODEL_NAME)
+        over_grpc = ServingClient(f"127.0.0.1:{plain.grpc_port}", MODEL_NAME)
+        latency = paired_latency_ms({"in_process_ms": lambda: signature(images=one),
+                                     "rest_ms": lambda: rest.predict(images[:1]),
+                                     "grpc_ms": lambda: over_grpc.predict(images[:1])}, args.iterations)
+        results.update(latency)
+        rates = alternating_throughput({"unbatched": f"http://127.0.0.1:{plain.rest_port}",
+                                        "batched": f"http://127.0.0.1:{batching.rest_port}"},
+                                       images, args.clients, args.requests, args.rounds)
+        results.update(rates)
     finally:
-        server.stop()
-    server = ServerProcess(version.parent, batching=True, args=args)
-    try:
-        results["batched"] = throughput(f"http://127.0.0.1:{server.rest_port}", images, args.clients, args.requests)
-    finally:
-        server.stop()
+        plain.stop()
+        batching.stop()
     return results
 
 

@@ -9,6 +9,8 @@ own runtime errors (`tf.errors.OpError.error_code`), which `from_exception` conv
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 # Canonical status codes (google.rpc / tensorflow::error), by name.
@@ -67,10 +69,26 @@ def from_exception(error: BaseException) -> ServingError:
     op_code = getattr(error, "error_code", None)
     if isinstance(op_code, int) and op_code in CODE_NAMES and op_code != 0:
         message = getattr(error, "message", None) or str(error)
-        return ServingError(CODE_NAMES[op_code], _first_lines(message))
+        return ServingError(CODE_NAMES[op_code], _op_error_message(message))
     if isinstance(error, (TypeError, ValueError)):
         return invalid_argument(_first_lines(str(error)))
     return ServingError("INTERNAL", f"{type(error).__name__}: {_first_lines(str(error))}")
+
+
+_OP_NOISE = ("Graph execution error", "Detected at node", "<stack traces", "[[{{")
+
+
+def _op_error_message(message: str) -> str:
+    """A TF runtime error's own words and the node it came from, without the graph trace.
+
+    "Graph execution error: Detected at node map/while/decode_image/DecodeImage ...
+    Unknown image file format. ..." -> "Unknown image file format. ... (node map/while/...)".
+    """
+    node = re.search(r"Detected at node (\S+)", message)
+    lines = [line.strip() for line in message.splitlines()]
+    said = " ".join(line for line in lines if line and not line.startswith(_OP_NOISE))
+    said = said or message.strip()
+    return _first_lines(f"{said} (node {node.group(1)})" if node else said)
 
 
 def _first_lines(message: str, limit: int = 600) -> str:

@@ -77,6 +77,9 @@ class PredictionCore:
         for name, info in signature.inputs.items():
             array = _check_dtype(name, np.asarray(inputs[name]), tf.dtypes.as_dtype(info.dtype))
             _check_shape(name, array, _dims(info))
+            if array.ndim and array.shape[0] == 0:
+                # detseg graphs need at least one image (convolutions fail on an empty batch).
+                raise invalid_argument(f"input '{name}' holds no images (batch size 0)")
             checked[name] = array
         return checked
 

@@ -40,7 +40,7 @@ def hostile_requests(image: bytes) -> list[tuple[str, str, bytes]]:
         ("POST", PREDICT, body({"instances": [{"b64": "!!! not base64 !!!"}]})),
         ("POST", PREDICT, body({"instances": [b64(b"hello, not an image")]})),
         ("POST", PREDICT, body({"instances": [b64(image[: len(image) // 2])]})),  # truncated PNG
-        ("POST", PREDICT, body({"instances": [b64(b"")]})),
+        ("POST", PREDICT, body({"instances": [b64(b"")]})), ("POST", PREDICT, body({"inputs": []})),
         ("POST", PREDICT, body({"instances": [b64(image), b64(b"GIF89a broken")]})),
         ("POST", PREDICT, body({"instances": [{"images": b64(image), "extra": 1}]})),
         ("POST", PREDICT, body({"instances": [[b64(image)], [b64(image), b64(image)]]})),

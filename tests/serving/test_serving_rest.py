@@ -124,7 +124,9 @@ def test_malformed_requests_get_400_and_the_server_keeps_serving(server, sample_
     assert post_json(server.rest_url, path, {"signature_name": "nope", "instances": [b64(sample_images[0])]}) == (
         400, {"error": 'Serving signature name: "nope" not found in signature def'})
     status, body = post_json(server.rest_url, path, {"instances": [b64(b"not an image")]})
-    assert status == 400 and body["error"]
+    assert status == 400 and body["error"].startswith("Unknown image file format")
+    assert post_json(server.rest_url, path, {"inputs": []}) == (
+        400, {"error": "input 'images' holds no images (batch size 0)"})
     status, body = post_json(server.rest_url, path, {"instances": [b64(image) for image in sample_images]})
     assert status == 200
     np.testing.assert_array_equal(np.array(body["predictions"][3]["boxes"], np.float32), reference["boxes"][3])
