@@ -6,7 +6,8 @@ For each model: train from scratch (tiny backbone, BatchNorm trainable, Adam, gr
 on the synthetic train split for a wall-clock budget of `--minutes` (tracing included),
 then evaluate on the val split with pycocotools through `evaluation.evaluate_coco`
 (bbox for both, segm for Mask R-CNN) and time inference (predict incl. NMS and mask
-pasting) at batch 1 and `--batch-size`. Prints one JSON summary (and writes `--out`).
+pasting) at batch 1 and `--batch-size`. `--models yolo` trains the one-stage YOLO of the
+same backbone the same way, for the throughput comparison. Prints one JSON summary (and writes `--out`).
 The learning rate drops 10x for the last quarter of the budget.
 
 Bars (issue #8): Faster R-CNN bbox AP50 >= 0.5; Mask R-CNN segm AP50 >= 0.4. The CPU
@@ -38,8 +39,26 @@ from models.mask_rcnn import build_mask_rcnn  # noqa: E402
 from pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
 from pipelines.letterbox import boxes_to_original, masks_to_original  # noqa: E402
 
-BUILDERS = {"faster_rcnn": (build_faster_rcnn, "detection"), "mask_rcnn": (build_mask_rcnn, "instance")}
 MAX_OBJECTS = 16  # the synthetic images hold at most 6 shapes
+
+
+def _two_stage(builder):
+    def build(backbone, num_classes: int, max_detections: int):
+        nms = {"iou_threshold": 0.5, "score_threshold": 0.05, "max_detections": max_detections}
+        return builder(backbone, num_classes, options={"nms": nms})
+    return build
+
+
+def _yolo(backbone, num_classes: int, max_detections: int):
+    """The one-stage reference of the same backbone (engineer J's YOLO, default head)."""
+    from models.yolo_detector import build_yolo_detector
+
+    return build_yolo_detector(backbone, num_classes)
+
+
+BUILDERS = {"faster_rcnn": (_two_stage(build_faster_rcnn), "detection"),
+            "mask_rcnn": (_two_stage(build_mask_rcnn), "instance"),
+            "yolo": (_yolo, "detection")}
 
 
 class TimeBudget(keras.callbacks.Callback):
@@ -73,7 +92,7 @@ def train(name: str, train_split, args) -> tuple[keras.Model, dict]:
     keras.utils.set_random_seed(args.seed)
     size = args.image_size
     backbone = build_backbone("tiny", (size, size))
-    model = builder(backbone, train_split.label_map.num_classes)
+    model = builder(backbone, train_split.label_map.num_classes, args.max_detections)
     model.compile(optimizer=keras.optimizers.Adam(args.lr, clipnorm=10.0))
     batches = build_dataset(train_split, task, size, args.batch_size, shuffle=True, seed=args.seed,
                             max_objects=MAX_OBJECTS, repeat=True, drop_remainder=True)
@@ -92,7 +111,7 @@ def train(name: str, train_split, args) -> tuple[keras.Model, dict]:
 
 def predictions(model, split, task: str, args):
     """`(image_ids, per-image prediction dicts in original pixels)` over the val split."""
-    detect = tf.function(lambda x: model(x, training=False))
+    detect = tf.function(model.predict_step)
     ids, preds = [], []
     for x, meta in build_eval_dataset(split, task, args.image_size, args.batch_size, max_objects=MAX_OBJECTS):
         out = {k: v.numpy() for k, v in detect(x).items()}
@@ -109,8 +128,8 @@ def predictions(model, split, task: str, args):
 
 
 def inference_speed(model, size: int, batch: int, repeats: int = 5) -> float:
-    """Images per second of `model(x)` (detections incl. NMS) at `batch`, after one warm-up call."""
-    detect = tf.function(lambda x: model(x, training=False))
+    """Images per second of `predict_step` (detections incl. NMS) at `batch`, after one warm-up call."""
+    detect = tf.function(model.predict_step)
     x = tf.random.uniform([batch, size, size, 3], 0, 255)
     detect(x)
     start = time.perf_counter()
@@ -146,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-images", type=int, default=600, help="synthetic images (70%% train)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--max-detections", type=int, default=50,
+                        help="detections per image (masks are computed and pasted for each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="faster_rcnn,mask_rcnn")
     parser.add_argument("--data-dir", default="runs/synthetic/two_stage_benchmark")
