@@ -24,7 +24,7 @@ import keras
 
 from models.bilinear_upsampling import bilinear_upsampling_layer
 from models.semantic_segmenter import (SegmenterConfigError, SemanticSegmenter, check_num_classes,
-                                       feature_inputs, float32_logits, serialize_backbone)
+                                       feature_inputs, float32_logits, serialize_model)
 
 # Which pyramid levels each variant adds to the P5 scores, coarse to fine.
 FCN_SKIPS = {"fcn32s": (), "fcn16s": ("P4",), "fcn8s": ("P4", "P3")}
@@ -65,8 +65,12 @@ def _p5_scores(p5, num_classes: int, head_filters: int, dropout: float):
 
 def build_fcn_head(features: dict, num_classes: int, variant: str, head_filters: int,
                    dropout: float, learn_final_upsampling: bool) -> keras.Model:
-    """The FCN head as a model: `{"P3", "P4", "P5"}` inputs -> logits `[B, H, W, C]`."""
-    inputs = {level: features[level] for level in ("P5", *FCN_SKIPS[variant])}
+    """The FCN head as a model: `features` (keras.Inputs by level) -> logits `[B, H, W, C]`.
+
+    Every given level is an input, even those the variant ignores (FCN-32s reads only
+    P5), so the head takes the same feature dict whatever the variant.
+    """
+    inputs = dict(features)
     scores = _p5_scores(inputs["P5"], num_classes, head_filters, dropout)
     stride = LEVEL_STRIDES["P5"]
     for level in FCN_SKIPS[variant]:
@@ -117,7 +121,7 @@ class FCN(SemanticSegmenter):
         self.learn_final_upsampling = bool(learn_final_upsampling)
 
     def get_config(self):
-        return {**self.base_config(), "backbone": serialize_backbone(self.backbone),
+        return {**self.base_config(), "backbone": serialize_model(self.backbone),
                 "num_classes": self.num_classes, "variant": self.variant,
                 "head_filters": self.head_filters, "dropout": self.dropout,
                 "learn_final_upsampling": self.learn_final_upsampling}

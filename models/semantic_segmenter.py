@@ -12,8 +12,11 @@ Calling the model gives the logits (what `SegmentationLoss` takes). `predict` an
 where class map value 0 is background and `i + 1` the contiguous class `i`, matching the
 pipelines' semantic targets. For serving, `infer(pixels)` returns the same dict.
 
-Subclasses build the graph in `__init__`, keep their constructor arguments in
-`get_config()`, and let `from_config` rebuild a nested backbone from its serialized form.
+The base class is usable on its own, around any encoder and head (the trainer builds
+it from a backbone and a head it trained on cached features); its config then holds both
+nested models. Subclasses (FCN, U-Net) build the graph in `__init__` and keep only their
+constructor arguments in `get_config()`; `from_config` rebuilds nested models from their
+serialized form.
 """
 
 from __future__ import annotations
@@ -62,8 +65,15 @@ def float32_logits(x, name: str = "logits"):
     return keras.layers.Activation("linear", dtype="float32", name=name)(x)
 
 
+@keras.saving.register_keras_serializable(package="detseg")
 class SemanticSegmenter(keras.Model):
-    """Base class: a functional `images -> logits` model made of `encoder` and `head`.
+    """A functional `images -> logits` model made of `encoder` and `head`.
+
+    Args:
+        encoder: functional model, raw pixels `[B, H, W, 3]` -> dict of feature maps.
+        head: functional model, a dict of some of those features (by name) -> logits
+            `[B, H, W, C]`.
+        num_classes: `C`, background included.
 
     Subclasses call `super().__init__(encoder=..., head=..., num_classes=..., **kwargs)`
     after building both nested models.
@@ -99,19 +109,22 @@ class SemanticSegmenter(keras.Model):
         """Name and trainable flag, what every subclass's `get_config` starts from."""
         return {"name": self.name, "trainable": self.trainable}
 
-    @staticmethod
-    def deserialize_backbone(config: dict) -> dict:
-        """`config` with a serialized `"backbone"` entry turned back into a Keras model."""
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return config
+    def get_config(self):
+        return {**self.base_config(), "encoder": serialize_model(self.encoder),
+                "head": serialize_model(self.head), "num_classes": self.num_classes}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return cls(**cls.deserialize_backbone(config))
+        config = dict(config)
+        for key in NESTED_MODEL_KEYS:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
+        return cls(**config)
 
 
-def serialize_backbone(backbone: keras.Model | None):
-    """A backbone model as a config dict (None stays None), for `get_config`."""
-    return None if backbone is None else keras.saving.serialize_keras_object(backbone)
+NESTED_MODEL_KEYS = ("backbone", "encoder", "head")  # config entries that hold a serialized model
+
+
+def serialize_model(model: keras.Model | None):
+    """A nested model as a config dict (None stays None), for `get_config`."""
+    return None if model is None else keras.saving.serialize_keras_object(model)

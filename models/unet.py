@@ -4,20 +4,24 @@ Two encoders, one decoder:
 
 - from scratch (`backbone=None`): pixel normalization `x / 127.5 - 1`, then one block of
   two 3x3 conv-BN-ReLU per entry of `encoder_filters`, with 2x2 max-pooling between
-  blocks: features `"S1"` (stride 1), `"S2"`, `"S4"`, ... The deepest block is the bottom.
+  blocks: features `"P0"` (stride 1), `"P1"` (stride 2), `"P2"`, ... (level k has stride
+  2**k, as in feature pyramids). The deepest block is the bottom.
 - a pretrained backbone (`models.backbones.build_backbone`): its `P3`, `P4`, `P5` (strides
-  8, 16, 32) plus the shallower `"S2"` and `"S4"` (strides 2 and 4). `build_backbone` only
+  8, 16, 32) plus the shallower `"P1"` and `"P2"` (strides 2 and 4). `build_backbone` only
   offers P3..P5, so `shallow_backbone_features` reads them from the backbone's own layers:
   for each stride, the deepest layer whose output has exactly that resolution (for the
   tiny backbone `stem_relu` and `stage1_out`; for ResNet50 `conv1_relu` and
   `conv2_block3_out`). The encoder is then `keras.Model(backbone.input, those outputs)`,
   sharing the backbone's layers and weights, so freezing `model.backbone` freezes it.
 
-Decoder, from the bottom (stride `s`) up to stride 1, one step per entry of
-`decoder_filters`: bilinear x2 upsampling, concatenation with the encoder feature of
-the new stride when there is one, two 3x3 conv-BN-ReLU. Then a 1x1 conv to the logits:
+Decoder, from the bottom (stride `s`) up, one step per entry of `decoder_filters`: x2
+upsampling (bilinear by default), concatenation with the encoder feature of the new
+stride when there is one, two 3x3 conv-BN-ReLU. Then a 1x1 conv to the logits. With
+fewer than `log2(s)` steps the decoder stops at a coarser stride and a fixed bilinear
+upsampling (`models.bilinear_upsampling`) brings the logits to full size: on a CPU the
+full-resolution blocks cost the most and add little for blob-like classes.
 
-    images [B, H, W, 3] -> encoder {S?: [B, H/s, W/s, c_s]} -> logits float32 [B, H, W, C]
+    images [B, H, W, 3] -> encoder {"P<k>": [B, H/2^k, W/2^k, c_k]} -> logits float32 [B, H, W, C]
 """
 
 from __future__ import annotations
@@ -26,23 +30,22 @@ import math
 
 import keras
 
+from models.bilinear_upsampling import bilinear_upsampling_layer
 from models.pixel_normalization import PixelNormalization
 from models.semantic_segmenter import (SegmenterConfigError, SemanticSegmenter, check_num_classes,
                                        feature_inputs, float32_logits, image_input_like,
-                                       serialize_backbone)
+                                       serialize_model)
 
 DEFAULT_ENCODER_FILTERS = (16, 32, 64, 128, 256)
 DEFAULT_DECODER_FILTERS = (128, 64, 32, 16, 16)
-BACKBONE_LEVEL_STRIDES = {"P3": 8, "P4": 16, "P5": 32}
 SHALLOW_STRIDES = (2, 4)
+# x2 upsampling in the decoder: keras UpSampling2D modes, or a learned 2x2 transposed conv.
+UPSAMPLING_MODES = ("bilinear", "nearest", "transpose")
 
 
 def stride_name(stride: int) -> str:
-    """Name of an encoder feature by its stride: the backbone's `P3..P5`, else `S<stride>`."""
-    for level, level_stride in BACKBONE_LEVEL_STRIDES.items():
-        if stride == level_stride:
-            return level
-    return f"S{stride}"
+    """Pyramid name of a feature of stride `2**k`: `"P<k>"` (P3 = stride 8, as the backbones)."""
+    return f"P{int(math.log2(stride))}"
 
 
 def _conv_block(x, filters: int, prefix: str):
@@ -55,7 +58,7 @@ def _conv_block(x, filters: int, prefix: str):
 
 
 def build_scratch_encoder(image_size: tuple[int, int], encoder_filters) -> keras.Model:
-    """U-Net's own encoder: images `[B, H, W, 3]` 0..255 -> `{"S1", "S2", "S4", ...}`.
+    """U-Net's own encoder: images `[B, H, W, 3]` 0..255 -> `{"P0", "P1", "P2", ...}`.
 
     Block `k` (0-based) runs at stride `2**k` with `encoder_filters[k]` channels; H and W
     must be multiples of the deepest stride.
@@ -89,7 +92,7 @@ def _deepest_layer_at(backbone: keras.Model, height: int, width: int) -> keras.l
 
 
 def shallow_backbone_features(backbone: keras.Model) -> dict[str, keras.KerasTensor]:
-    """`{"S2": ..., "S4": ...}`: the backbone's deepest outputs at strides 2 and 4 (module doc)."""
+    """`{"P1": ..., "P2": ...}`: the backbone's deepest outputs at strides 2 and 4 (module doc)."""
     height, width = backbone.input.shape[1:3]
     features = {}
     for stride in SHALLOW_STRIDES:
@@ -100,7 +103,7 @@ def shallow_backbone_features(backbone: keras.Model) -> dict[str, keras.KerasTen
 
 
 def build_backbone_encoder(backbone: keras.Model) -> keras.Model:
-    """Backbone `images -> {P3, P4, P5}` -> encoder `images -> {S2, S4, P3, P4, P5}` (shared layers)."""
+    """Backbone `images -> {P3, P4, P5}` -> encoder `images -> {P1, P2, P3, P4, P5}` (shared layers)."""
     outputs = backbone.output if isinstance(backbone.output, dict) else {}
     if "P5" not in outputs:
         raise SegmenterConfigError(
@@ -110,31 +113,53 @@ def build_backbone_encoder(backbone: keras.Model) -> keras.Model:
     return keras.Model(backbone.input, features, name=f"{backbone.name}_encoder")
 
 
-def _feature_strides(encoder: keras.Model) -> dict[int, str]:
-    """`{stride: feature name}` of the encoder's outputs, strides from the input size."""
-    height = encoder.input.shape[1]
-    return {height // int(tensor.shape[1]): name for name, tensor in encoder.output.items()}
+def _feature_strides(features: dict, image_height: int) -> dict[int, str]:
+    """`{stride: feature name}` of feature maps `[B, h, w, c]` of `image_height`-pixel images."""
+    return {image_height // int(tensor.shape[1]): name for name, tensor in features.items()}
 
 
-def build_unet_decoder(encoder: keras.Model, num_classes: int, decoder_filters) -> keras.Model:
-    """Encoder outputs -> logits `[B, H, W, C]`: `len(decoder_filters)` x2 steps from the bottom."""
-    inputs = feature_inputs(encoder)
-    by_stride = _feature_strides(encoder)
+def _upsample(x, mode: str, name: str):
+    """x2 upsampling: `[B, h, w, c] -> [B, 2h, 2w, c]` (see `UPSAMPLING_MODES`)."""
+    if mode == "transpose":
+        channels = int(x.shape[-1])
+        return keras.layers.Conv2DTranspose(channels, 2, strides=2, name=name)(x)
+    return keras.layers.UpSampling2D(2, interpolation=mode, name=name)(x)
+
+
+def build_unet_decoder(features: dict, image_height: int, num_classes: int, decoder_filters,
+                       upsampling: str = "bilinear") -> keras.Model:
+    """Encoder features (`keras.Input`s by name) -> logits `[B, H, W, C]`.
+
+    `image_height` (H) gives each feature's stride; the deepest feature is the bottom.
+
+    One x2 decoder step per entry of `decoder_filters`, from the bottom stride `s` up.
+    With fewer than `log2(s)` entries, the decoder stops at a coarser stride and its
+    logits are brought to full size by a fixed bilinear upsampling (cheaper: the
+    full-resolution conv blocks dominate U-Net's cost on a CPU).
+    """
+    inputs = dict(features)
+    by_stride = _feature_strides(inputs, image_height)
     stride = max(by_stride)
     steps = int(math.log2(stride))
-    if len(decoder_filters) != steps:
+    if len(decoder_filters) > steps:
         raise SegmenterConfigError(
-            f"U-Net: the encoder's bottom is at stride {stride}, so decoder_filters needs {steps} "
-            f"entries (one per x2 step), got {list(decoder_filters)}")
-    x = inputs[by_stride[stride]]
+            f"U-Net: the encoder's bottom is at stride {stride}, so decoder_filters takes at most "
+            f"{steps} entries (one per x2 step), got {list(decoder_filters)}")
+    if upsampling not in UPSAMPLING_MODES:
+        raise SegmenterConfigError(f"U-Net: upsampling must be one of {UPSAMPLING_MODES}, got {upsampling!r}")
+    used = [by_stride[stride]]
+    x = inputs[used[0]]
     for index, filters in enumerate(decoder_filters):
         stride //= 2
-        x = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"decoder{index}_upsample")(x)
+        x = _upsample(x, upsampling, name=f"decoder{index}_upsample")
         if stride in by_stride:
-            x = keras.layers.Concatenate(name=f"decoder{index}_concat")([x, inputs[by_stride[stride]]])
+            used.append(by_stride[stride])
+            x = keras.layers.Concatenate(name=f"decoder{index}_concat")([x, inputs[used[-1]]])
         x = _conv_block(x, int(filters), prefix=f"decoder{index}")
     logits = keras.layers.Conv2D(num_classes, 1, name="score")(x)
-    return keras.Model(inputs, float32_logits(logits), name="unet_decoder")
+    logits = bilinear_upsampling_layer(stride, num_classes, name=f"upsample_x{stride}", trainable=False)(logits)
+    # Only the levels the decoder reads are inputs (a short decoder skips the shallow ones).
+    return keras.Model({name: inputs[name] for name in used}, float32_logits(logits), name="unet_decoder")
 
 
 def _positive_ints(values, what: str) -> tuple[int, ...]:
@@ -155,9 +180,10 @@ class UNet(SemanticSegmenter):
         image_size: `(H, W)` of the own encoder (ignored with a backbone: its input decides).
         encoder_filters: channels of the own encoder's blocks, shallow to deep (ignored with
             a backbone); the bottom is at stride `2 ** (len - 1)`.
-        decoder_filters: channels of each decoder step, deep to shallow; one entry per x2
-            step from the bottom to stride 1 (default: the last `log2(bottom stride)` of
-            `DEFAULT_DECODER_FILTERS`).
+        decoder_filters: channels of each decoder step, deep to shallow; at most one entry
+            per x2 step from the bottom to stride 1, fewer to stop early (default: the last
+            `log2(bottom stride)` of `DEFAULT_DECODER_FILTERS`, all the way up).
+        upsampling: the decoder's x2 upsampling, one of `UPSAMPLING_MODES`.
 
     Call: images -> logits float32 `[B, H, W, C]`; `predict`/`segment` -> probabilities
     and class map (`models.semantic_segmenter`).
@@ -165,7 +191,7 @@ class UNet(SemanticSegmenter):
 
     def __init__(self, num_classes: int, backbone: keras.Model | None = None,
                  image_size=(256, 256), encoder_filters=DEFAULT_ENCODER_FILTERS,
-                 decoder_filters=None, **kwargs):
+                 decoder_filters=None, upsampling: str = "bilinear", **kwargs):
         num_classes = check_num_classes(num_classes)
         encoder_filters = _positive_ints(encoder_filters, "encoder_filters")
         image_size = tuple(int(side) for side in image_size)
@@ -175,20 +201,22 @@ class UNet(SemanticSegmenter):
             image_input_like(backbone)  # checks the backbone takes fixed-size images
             encoder = build_backbone_encoder(backbone)
             image_size = tuple(int(side) for side in backbone.input.shape[1:3])
+        features = feature_inputs(encoder)
         if decoder_filters is None:
-            steps = int(math.log2(max(_feature_strides(encoder))))
+            steps = int(math.log2(max(_feature_strides(features, image_size[0]))))
             decoder_filters = DEFAULT_DECODER_FILTERS[-steps:]
         decoder_filters = _positive_ints(decoder_filters, "decoder_filters")
-        head = build_unet_decoder(encoder, num_classes, decoder_filters)
+        head = build_unet_decoder(features, image_size[0], num_classes, decoder_filters, upsampling)
         kwargs.setdefault("name", "unet")
         super().__init__(encoder=encoder, head=head, num_classes=num_classes, **kwargs)
         self.backbone = backbone
         self.image_size = image_size
         self.encoder_filters = encoder_filters
         self.decoder_filters = decoder_filters
+        self.upsampling = upsampling
 
     def get_config(self):
         return {**self.base_config(), "num_classes": self.num_classes,
-                "backbone": serialize_backbone(self.backbone), "image_size": list(self.image_size),
+                "backbone": serialize_model(self.backbone), "image_size": list(self.image_size),
                 "encoder_filters": list(self.encoder_filters),
-                "decoder_filters": list(self.decoder_filters)}
+                "decoder_filters": list(self.decoder_filters), "upsampling": self.upsampling}

@@ -5,15 +5,18 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from data.coco import load_coco
 from models.backbones import build_backbone
 from models.bilinear_upsampling import (BilinearUpsampling, UpsamplingFactorError, bilinear_kernel,
                                         bilinear_taps, bilinear_upsampling_layer)
-from models.fcn import FCN, FCN_VARIANTS
+from models.fcn import FCN, FCN_VARIANTS, build_fcn_head
 from models.segmentation_losses import SegmentationLoss
-from models.semantic_segmenter import SegmenterConfigError
+from models.semantic_segmenter import SegmenterConfigError, SemanticSegmenter
 from pipelines.dataset import build_dataset
+from serving.export import export_saved_model
+from serving.serving_module import ServingModule
 
 SIZE = 64
 NUM_CLASSES = 4
@@ -123,6 +126,39 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.get_config()["variant"] == "fcn16s" and loaded.get_config()["head_filters"] == 16
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)),
                                keras.ops.convert_to_numpy(model(images)), atol=1e-5)
+
+
+def test_a_plain_segmenter_around_an_fcn_head_round_trips(tmp_path):
+    """What the trainer builds: a backbone and a separately built head, no FCN class."""
+    backbone = tiny_backbone()
+    features = {level: keras.Input(tuple(t.shape[1:]), name=level) for level, t in backbone.output.items()}
+    head = build_fcn_head(features, NUM_CLASSES, "fcn16s", 8, 0.0, False)
+    model = SemanticSegmenter(encoder=backbone, head=head, num_classes=NUM_CLASSES)
+    images = random_images()
+    model.save(tmp_path / "segmenter.keras")
+    loaded = keras.saving.load_model(tmp_path / "segmenter.keras")
+    assert type(loaded) is SemanticSegmenter and loaded.num_classes == NUM_CLASSES
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(images)),
+                               keras.ops.convert_to_numpy(model(images)), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_serves_the_class_map_at_the_original_size(tmp_path):
+    model = FCN(tiny_backbone(), NUM_CLASSES, variant="fcn8s", head_filters=8)
+    names = ["background", "circle", "rectangle", "triangle"]
+    module = ServingModule(model.infer, task="segmentation", letterbox=SIZE, label_names=names,
+                           trackables=[model])
+    version_dir = export_saved_model(module, tmp_path / "shapes", write_config=False)
+    served = tf.saved_model.load(str(version_dir)).signatures["serving_pixels"]
+    # A frame-sized batch is not letterboxed, so the served map is the model's own argmax.
+    pixels = random_images(2).round().astype(np.uint8)
+    outputs = served(pixels=tf.constant(pixels))
+    expected = keras.ops.convert_to_numpy(model.segment(pixels.astype(np.float32))["class_map"])
+    np.testing.assert_array_equal(outputs["class_map"].numpy(), expected)
+    # Another size comes back at that size.
+    other = served(pixels=tf.constant(random_images(1, 32)[:, :, :24].round().astype(np.uint8)))
+    assert other["class_map"].shape == (1, 32, 24)
+    assert [n.decode() for n in other["label_names"].numpy()[0]] == names
 
 
 def test_freezing_the_backbone_leaves_only_the_head_trainable():

@@ -29,7 +29,7 @@ def feature_sizes(model: UNet) -> dict[str, tuple[int, int, int]]:
 
 def test_scratch_unet_has_one_feature_per_encoder_block_and_full_size_logits():
     model = UNet(NUM_CLASSES, image_size=(SIZE, SIZE), encoder_filters=(8, 16, 32, 64))
-    assert feature_sizes(model) == {"S1": (64, 64, 8), "S2": (32, 32, 16), "S4": (16, 16, 32), "P3": (8, 8, 64)}
+    assert feature_sizes(model) == {"P0": (64, 64, 8), "P1": (32, 32, 16), "P2": (16, 16, 32), "P3": (8, 8, 64)}
     assert model.decoder_filters == (32, 16, 16)  # three x2 steps from stride 8
     logits = keras.ops.convert_to_numpy(model(random_images()))
     assert logits.shape == (2, SIZE, SIZE, NUM_CLASSES) and logits.dtype == np.float32
@@ -40,11 +40,22 @@ def test_backbone_unet_adds_the_stride_2_and_4_layers_of_the_backbone():
     backbone = build_backbone("tiny", (SIZE, SIZE), alpha=0.5)
     shallow = shallow_backbone_features(backbone)
     # The tiny backbone's stem (stride 2) and first stage (stride 4) end in these layers.
-    assert shallow["S2"] is backbone.get_layer("stem_relu").output
-    assert shallow["S4"] is backbone.get_layer("stage1_out").output
+    assert shallow["P1"] is backbone.get_layer("stem_relu").output
+    assert shallow["P2"] is backbone.get_layer("stage1_out").output
     model = UNet(NUM_CLASSES, backbone=backbone, decoder_filters=(32, 16, 16, 8, 8))
-    assert [name for name in feature_sizes(model)] == ["S2", "S4", "P3", "P4", "P5"]
+    assert [name for name in feature_sizes(model)] == ["P1", "P2", "P3", "P4", "P5"]
     assert [size[:2] for size in feature_sizes(model).values()] == [(32, 32), (16, 16), (8, 8), (4, 4), (2, 2)]
+    logits = keras.ops.convert_to_numpy(model(random_images()))
+    assert logits.shape == (2, SIZE, SIZE, NUM_CLASSES)
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "transpose"])
+def test_a_short_decoder_stops_early_and_upsamples_its_logits_bilinearly(upsampling):
+    backbone = build_backbone("tiny", (SIZE, SIZE), alpha=0.5)
+    model = UNet(NUM_CLASSES, backbone=backbone, decoder_filters=(16, 8, 8), upsampling=upsampling)
+    # Three x2 steps from stride 32 end at stride 4: P1 is not read, a fixed x4 finishes.
+    assert sorted(model.head.input) == ["P2", "P3", "P4", "P5"]
+    assert not model.head.get_layer("upsample_x4").trainable
     logits = keras.ops.convert_to_numpy(model(random_images()))
     assert logits.shape == (2, SIZE, SIZE, NUM_CLASSES)
 
@@ -91,8 +102,10 @@ def test_save_and_load_round_trip(tmp_path, with_backbone):
 def test_bad_arguments_are_refused_with_the_reason():
     with pytest.raises(SegmenterConfigError, match="multiple of 8"):
         UNet(NUM_CLASSES, image_size=(60, 60), encoder_filters=(8, 16, 32, 64))
-    with pytest.raises(SegmenterConfigError, match="decoder_filters needs 2 entries"):
-        UNet(NUM_CLASSES, image_size=(SIZE, SIZE), encoder_filters=(8, 16, 32), decoder_filters=(8,))
+    with pytest.raises(SegmenterConfigError, match="decoder_filters takes at most 2 entries"):
+        UNet(NUM_CLASSES, image_size=(SIZE, SIZE), encoder_filters=(8, 16, 32), decoder_filters=(8, 8, 8))
+    with pytest.raises(SegmenterConfigError, match="upsampling"):
+        UNet(NUM_CLASSES, image_size=(SIZE, SIZE), encoder_filters=(8, 16), upsampling="cubic")
     with pytest.raises(SegmenterConfigError, match="encoder_filters"):
         UNet(NUM_CLASSES, image_size=(SIZE, SIZE), encoder_filters=(8, 0))
 

@@ -1,0 +1,135 @@
+"""The semantic segmentation families for the trainer: FCN (32s/16s/8s) and U-Net.
+
+Both train on the pipelines' `semantic` batches (`y` uint8 `[B, S, S]`: 0 background,
+`i + 1` class `i`, 255 ignore) with `models.segmentation_losses.SegmentationLoss`
+(cross-entropy + Dice, 255 ignored). The model has `C + 1` output channels (background
+first). Stage 1 trains the head (`models.fcn.build_fcn_head` or
+`models.unet.build_unet_decoder`) alone on cached backbone features; stage 2 wraps the
+same head and the backbone in a `models.semantic_segmenter.SemanticSegmenter`, whose
+`predict_step` gives the class map that `detseg evaluate` and the exports read.
+
+U-Net reads P3..P5 here, because stage 1 caches only what `build_backbone` returns: its
+decoder climbs from stride 32 to stride 8 and a fixed bilinear x8 finishes. The full
+U-Net with stride-2/4 skips (`models.unet.build_backbone_encoder`) needs the trainer to
+extract features through that encoder (see the note in `UNET_LEVELS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data.coco import LabelMap
+from evaluation.semantic_metrics import SemanticSegmentationMetrics
+from models.fcn import build_fcn_head
+from models.segmentation_losses import IGNORE_LABEL, SegmentationLoss
+from models.semantic_segmenter import SemanticSegmenter
+from models.unet import build_unet_decoder
+from pipelines.batch_contract import SEMANTIC
+from training.model_family import ModelFamily
+
+BACKGROUND_NAME = "background"
+FCN_LEVELS = ("P3", "P4", "P5")
+# The levels build_backbone returns. With a trainer hook that extracts features through
+# models.unet.build_backbone_encoder, this becomes ("P1", "P2", "P3", "P4", "P5").
+UNET_LEVELS = ("P3", "P4", "P5")
+
+
+@dataclass(frozen=True)
+class FCNHeadConfig:
+    """`model.head` of the fcn family (see `models.fcn.FCN`) and its loss."""
+
+    variant: Literal["fcn32s", "fcn16s", "fcn8s"] = "fcn8s"
+    head_filters: int = 128
+    dropout: float = 0.1
+    learn_final_upsampling: bool = False
+    cross_entropy_weight: float = 1.0
+    dice_weight: float = 1.0
+    class_weights: tuple[float, ...] | None = None  # C + 1 weights, background first
+
+
+@dataclass(frozen=True)
+class UNetHeadConfig:
+    """`model.head` of the unet family (see `models.unet.build_unet_decoder`) and its loss."""
+
+    decoder_filters: tuple[int, ...] = (64, 32)
+    upsampling: Literal["bilinear", "nearest", "transpose"] = "bilinear"
+    cross_entropy_weight: float = 1.0
+    dice_weight: float = 1.0
+    class_weights: tuple[float, ...] | None = None  # C + 1 weights, background first
+
+
+def _feature_inputs(feature_shapes: dict[str, tuple]) -> dict[str, keras.KerasTensor]:
+    return {level: keras.Input(tuple(shape), name=level) for level, shape in feature_shapes.items()}
+
+
+def _image_size(feature_shapes: dict[str, tuple]) -> int:
+    """The input size implied by P5 (stride 32), the coarsest level every family reads."""
+    return int(feature_shapes["P5"][0]) * 32
+
+
+def build_fcn_family_head(feature_shapes: dict[str, tuple], num_classes: int, head: FCNHeadConfig):
+    """`{level: [h, w, c]}` -> FCN head, features -> logits with `num_classes + 1` channels."""
+    return build_fcn_head(_feature_inputs(feature_shapes), num_classes + 1, head.variant, head.head_filters, head.dropout,
+                          head.learn_final_upsampling)
+
+
+def build_unet_family_head(feature_shapes: dict[str, tuple], num_classes: int, head: UNetHeadConfig):
+    """`{level: [h, w, c]}` -> U-Net decoder, features -> logits with `num_classes + 1` channels."""
+    return build_unet_decoder(_feature_inputs(feature_shapes), _image_size(feature_shapes),
+                              num_classes + 1, head.decoder_filters, head.upsampling)
+
+
+def build_model(backbone, head_model: keras.Model, head, image_size: int) -> keras.Model:
+    """Stage 1 (`backbone=None`): the head itself, features -> logits. Stage 2: backbone + head."""
+    if backbone is None:
+        return head_model
+    return SemanticSegmenter(encoder=backbone, head=head_model,
+                             num_classes=int(head_model.output.shape[-1]), name="segmenter")
+
+
+def compile_kwargs(head) -> dict:
+    return {"loss": SegmentationLoss(head.cross_entropy_weight, head.dice_weight,
+                                     list(head.class_weights) if head.class_weights else None)}
+
+
+def evaluate(model: keras.Model, eval_batches, label_map: LabelMap) -> dict[str, Any]:
+    """mIoU, per-class IoU / Dice, pixel accuracy and the confusion matrix, in the letterbox frame.
+
+    Over `(x, y, meta)` eval batches; padding examples (`meta["valid"]` False) and
+    ignored pixels (255, e.g. letterbox borders) are left out. Class 0 is background.
+    """
+    names = [BACKGROUND_NAME, *label_map.names]
+    metrics = SemanticSegmentationMetrics(len(names), names, ignore_label=IGNORE_LABEL)
+    predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32))
+    for x, y, meta in eval_batches:
+        valid = meta["valid"].numpy()
+        metrics.update(np.asarray(y)[valid], predict(x).numpy()[valid])
+    return metrics.result()
+
+
+FCN_FAMILY = ModelFamily(
+    task=SEMANTIC,
+    head_config=FCNHeadConfig,
+    bottleneck_levels=FCN_LEVELS,
+    build_head=build_fcn_family_head,
+    build_model=build_model,
+    compile_kwargs=compile_kwargs,
+    evaluate=evaluate,
+    headline_metric="mean_iou",
+)
+
+UNET_FAMILY = ModelFamily(
+    task=SEMANTIC,
+    head_config=UNetHeadConfig,
+    bottleneck_levels=UNET_LEVELS,
+    build_head=build_unet_family_head,
+    build_model=build_model,
+    compile_kwargs=compile_kwargs,
+    evaluate=evaluate,
+    headline_metric="mean_iou",
+)
