@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "detseg.serve_command",
     "detseg.predict_command",
     "detseg.train_command",
+    "detseg.export_command",
 )
 
 

@@ -3,7 +3,7 @@
 A tiny cls+loc run is trained with the smoke config (`configs/smoke/clsloc.yaml`, fewer
 epochs) by the trainer itself. Evaluating its run directory must give the numbers the
 trainer wrote to `evaluation.json` (the family's own evaluation, in the letterbox frame:
-a separate code path); the exported SavedModel and the same SavedModel served over REST
+a separate code path); the SavedModel written by `detseg export` and the same SavedModel served over REST
 must give the same predictions and report.
 """
 
@@ -16,12 +16,9 @@ import numpy as np
 import pytest
 
 from detseg.cli import main
-from serving.export import export_saved_model
 from serving.model_config import ModelEntry
 from serving.server import ModelServer, ServerOptions
-from serving.serving_module import ServingModule
 from training.config import load_config
-from training.predictions import load_run_model
 from training.trainer import train
 from training.training_data import synthetic_dir
 
@@ -33,26 +30,16 @@ MODEL_NAME = "clsloc"
 METRICS = ("accuracy", "mean_iou", "localization_accuracy", "num_samples")
 
 
-def export_run(run_dir: Path, base: Path) -> Path:
-    """The run's final model as a SavedModel: the cls+loc outputs under the names serving expects."""
-    run = load_run_model(run_dir)
-
-    def infer(pixels):
-        outputs = run.model(pixels, training=False)
-        return {"class_probabilities": outputs["class_probs"], "box": outputs["box"]}
-
-    module = ServingModule(infer, task="classification_localization", letterbox=run.image_size,
-                           label_names=list(run.label_map.names), trackables=[run.model])
-    return export_saved_model(module, base)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("clsloc_run")
     config = load_config(SMOKE_CONFIG, [f"runs_dir={root}", "stage1.epochs=1", "stage2.epochs=0"])
     result = train(config, verbose=0, log=lambda message: None)
     val = synthetic_dir(config) / "annotations" / "instances_val.json"
-    version = export_run(result.run_dir, root / "exports" / MODEL_NAME)
+    base = root / "exports" / MODEL_NAME
+    assert main(["export", str(result.run_dir), "--model_base_path", str(base), "--model_name", MODEL_NAME]) == 0
+    version = base / "1"
+    assert (version / "saved_model.pb").is_file() and (root / "exports" / "models.config").is_file()
     server = ModelServer([ModelEntry(MODEL_NAME, version.parent)],
                          ServerOptions(port=None, rest_api_port=0, poll_interval_s=0, max_lifetime_s=300)).start()
     yield {"run_dir": result.run_dir, "val": val, "export": version.parent, "server": server,
