@@ -32,6 +32,7 @@ from training.config import TrainConfig
 from training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
                                     extract_features)
 from training.model_family import ModelFamily
+from training.multiworker_fit import fit_multiworker
 from training.run_directory import RunDirectory, RunState
 from training.schedules import schedule_for_stage
 from training.training_data import TrainingData
@@ -194,6 +195,20 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
                 f"(optimizer step {int(model.optimizer.iterations.numpy())})")
 
 
+def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batches, epochs: int,
+         initial_epoch: int, callbacks: list) -> None:
+    if isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        with session.strategy.scope():
+            model.optimizer.build(model.trainable_variables)
+        # Outside the scope: a callback that creates a variable (saving weights does) on the
+        # chief alone must not start a collective the other workers never join.
+        fit_multiworker(model, session.strategy, train_batches, val_batches, epochs, initial_epoch,
+                        callbacks, session.verbose)
+        return
+    model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=session.verbose)
+
+
 def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, train_batches,
               val_batches, epochs: int, lr_key: str) -> RunState:
     """`fit` from `state.epochs_done` to `epochs` with the run's callbacks."""
@@ -209,8 +224,7 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
         callbacks.append(ScalarEventLog(run_dir.tensorboard_dir(state.stage)))
     stopped_before = early.enabled and patience_used_up(state, early.patience)
     if state.epochs_done < epochs and not stopped_before:
-        model.fit(train_batches, validation_data=val_batches, epochs=epochs,
-                  initial_epoch=state.epochs_done, callbacks=callbacks, verbose=session.verbose)
+        _fit(session, model, train_batches, val_batches, epochs, state.epochs_done, callbacks)
     if nan_stop.diverged_at is not None:
         raise diverged_error(nan_stop, state.stage, lr_key)
     if checkpoint.stopped_early:
