@@ -39,6 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, default=None, help="image folder of the COCO file (default: guessed)")
     p.add_argument("--backbone", required=True, help="backbone name, e.g. tiny, mobilenet_v2, resnet50")
     p.add_argument("--image-size", type=int, required=True, help="crop size in pixels (a multiple of 32)")
+    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (tiny, mobilenet_v2)")
     p.add_argument("--epochs", type=int, required=True)
     p.add_argument("--out", type=Path, required=True, help="weights file to write, ending in .weights.h5")
     p.add_argument("--batch-size", type=int, default=32)
@@ -64,7 +65,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     result = pretrain_backbone(args.data, args.backbone, args.image_size, args.epochs, args.out,
                                batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                               image_dir=args.images, verbose=progress_verbosity())
+                               image_dir=args.images, alpha=args.alpha, verbose=progress_verbosity())
     accuracy = "n/a" if result.val_accuracy is None else f"{result.val_accuracy:.3f}"
     print(f"wrote {result.weights_path} ({args.backbone}, {len(result.class_names)} classes, "
           f"{result.num_samples} samples, val accuracy {accuracy}); use it with "

@@ -40,6 +40,7 @@ class ModelConfig:
     backbone: str = "tiny"
     weights: str | None = None
     image_size: int = 128
+    alpha: float = 1.0  # width multiplier (tiny, mobilenet_v2 only)
     head: object = None  # replaced at load time by the family's head config dataclass
 
 

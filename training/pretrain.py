@@ -147,7 +147,7 @@ def split_samples(samples: ClassificationSamples, seed: int) -> tuple[Classifica
 
 def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: int, epochs: int,
                       out: str | os.PathLike, batch_size: int = 32, lr: float = 1e-3, seed: int = 0,
-                      image_dir: str | os.PathLike | None = None, verbose: int = 2,
+                      image_dir: str | os.PathLike | None = None, alpha: float = 1.0, verbose: int = 2,
                       log: Callable[[str], None] = print) -> PretrainResult:
     """Trains `backbone_name` + a softmax classifier on `data`; saves the backbone to `out`."""
     out = Path(out)
@@ -160,7 +160,7 @@ def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: i
     train, val = split_samples(samples, seed)
     log(f"pretrain: {len(train.paths)} train / {len(val.paths) if val else 0} val samples, "
         f"{len(samples.class_names)} classes {list(samples.class_names)}")
-    backbone = build_backbone(backbone_name, (image_size, image_size), None)
+    backbone = build_backbone(backbone_name, (image_size, image_size), None, alpha=alpha)
     classifier = build_classifier(backbone, len(samples.class_names))
     classifier.compile(keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                        metrics=["accuracy"])
@@ -172,14 +172,15 @@ def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: i
     val_accuracy = float(history.history["val_accuracy"][-1]) if val else None
     result = PretrainResult(out, len(samples.paths), samples.class_names,
                             float(history.history["accuracy"][-1]), val_accuracy)
-    _write_description(result, backbone_name, image_size, data)
+    _write_description(result, backbone_name, image_size, alpha, data)
     return result
 
 
-def _write_description(result: PretrainResult, backbone_name: str, image_size: int, data) -> None:
+def _write_description(result: PretrainResult, backbone_name: str, image_size: int, alpha: float,
+                       data) -> None:
     path = result.weights_path.with_name(result.weights_path.name[:-len(SAVED_WEIGHTS_SUFFIX)] + ".json")
     path.write_text(json.dumps({
-        "backbone": backbone_name, "image_size": image_size, "data": str(data),
+        "backbone": backbone_name, "alpha": alpha, "image_size": image_size, "data": str(data),
         "classes": list(result.class_names), "num_samples": result.num_samples,
         "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
     }, indent=2), encoding="utf-8")

@@ -53,7 +53,11 @@ def _check_tf_config() -> None:
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes the run directory (worker 0 of a multi-worker cluster)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
+    return is_chief_task(getattr(strategy, "cluster_resolver", None))
+
+
+def is_chief_task(resolver) -> bool:
+    """The chief is the `chief` task if the cluster has one, else worker 0 (TF's convention)."""
     if resolver is None or not resolver.task_type:
         return True
     if resolver.task_type == "chief":

@@ -69,7 +69,7 @@ def build_backbone_for(config: TrainConfig) -> keras.Model:
     """
     keras.utils.set_random_seed(config.seed)
     size = config.model.image_size
-    return build_backbone(config.model.backbone, (size, size), config.model.weights)
+    return build_backbone(config.model.backbone, (size, size), config.model.weights, alpha=config.model.alpha)
 
 
 def build_head_for(session: TrainingSession, backbone: keras.Model) -> keras.Model:
@@ -95,7 +95,7 @@ def bottleneck_features(session: TrainingSession, backbone: keras.Model, split: 
     """Cached features of the `split` ("train" or "val") images; computed on a cache miss."""
     config, family = session.config, session.family
     dataset = getattr(session.data, split)
-    key = cache_key(data=dataset_digest(dataset), backbone=config.model.backbone,
+    key = cache_key(data=dataset_digest(dataset), backbone=config.model.backbone, alpha=config.model.alpha,
                     weights=weights_fingerprint(backbone), image_size=config.model.image_size,
                     preprocessing={"task": family.task, "letterbox_fill": PAD_PIXEL_VALUE,
                                    "augment": None, "levels": list(family.bottleneck_levels)})
