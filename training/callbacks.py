@@ -54,8 +54,8 @@ class StageCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         if self.monitor not in logs:
-            raise KeyError(f"early_stopping.monitor '{self.monitor}' is not among the epoch "
-                           f"metrics {sorted(logs)}")
+            raise ValueError(f"early_stopping.monitor '{self.monitor}' is not among the epoch "
+                             f"metrics {sorted(logs)}")
         value = float(logs[self.monitor])
         stage = self.state.stage
         improved = math.isfinite(value) and self._improved(value)
