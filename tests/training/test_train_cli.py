@@ -76,15 +76,15 @@ def test_pretrain_on_a_folder_per_class(tmp_path):
     assert "2 classes" in run.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--out", "backbone.h5"], "must end with '.weights.h5'"),
-    (["--data", "missing.json"], "missing.json: not found"),
-])
-def test_pretrain_errors_are_named(tmp_path, synthetic_dir, args, message):
-    defaults = {"--data": str(synthetic_dir / "annotations" / "instances_train.json"),
-                "--out": str(tmp_path / "x.weights.h5")}
-    given = dict(zip(args[::2], args[1::2]))
-    argv = [a for key, value in {**defaults, **given}.items() for a in (key, value)]
-    run = detseg("pretrain", *argv, "--backbone", "tiny", "--image-size", "32", "--epochs", "1")
-    assert run.returncode == 2
-    assert message in run.stderr
+def test_pretrain_errors_are_named(tmp_path, synthetic_dir):
+    from data.errors import DatasetError
+    from training.pretrain import pretrain_backbone
+
+    annotations = synthetic_dir / "annotations" / "instances_train.json"
+    with pytest.raises(ValueError, match=r"backbone\.h5: the file name must end with '\.weights\.h5'"):
+        pretrain_backbone(annotations, "tiny", 32, 1, tmp_path / "backbone.h5")
+    with pytest.raises(DatasetError, match="missing.json: not found"):
+        pretrain_backbone(tmp_path / "missing.json", "tiny", 32, 1, tmp_path / "x.weights.h5")
+    (tmp_path / "one_class" / "only").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="at least 2 class folders"):
+        pretrain_backbone(tmp_path / "one_class", "tiny", 32, 1, tmp_path / "x.weights.h5")
