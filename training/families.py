@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from training.clsloc_family import CLSLOC_FAMILY
 from training.model_family import ModelFamily
+from training.segmentation_family import FCN_FAMILY, UNET_FAMILY
 
 FAMILIES: dict[str, ModelFamily] = {
     "clsloc": CLSLOC_FAMILY,
+    "fcn": FCN_FAMILY,
+    "unet": UNET_FAMILY,
 }
