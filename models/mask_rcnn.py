@@ -97,9 +97,13 @@ class MaskRCNN(FasterRCNN):
 
 
 def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=("P3", "P4", "P5"),
-                    fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 64,
+                    fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 32,
                     mask_convs: int = 2, options: TwoStageOptions | dict | None = None) -> MaskRCNN:
-    """A `MaskRCNN` with fresh neck, RPN, box and mask heads."""
+    """A `MaskRCNN` with fresh neck, RPN, box and mask heads.
+
+    `mask_channels` defaults to 32 (the paper: 256), which keeps the mask branch, run on
+    every sampled positive and every detection, from dominating CPU training and inference.
+    """
     options = options if isinstance(options, TwoStageOptions) else TwoStageOptions.from_dict(options)
     neck = FeaturePyramid(levels, fpn_channels, name="fpn")
     rpn_head = RPNHead(levels, options.anchors_per_cell, fpn_channels, name="rpn_head")
