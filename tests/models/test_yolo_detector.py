@@ -123,3 +123,20 @@ def test_a_few_training_steps_lower_the_loss(synthetic_dir):
     losses = detector.fit(batches, epochs=6, verbose=0).history["loss"]
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
     assert feature_shape(backbone, "P3") == (8, 8, 16)
+
+
+@pytest.mark.slow
+def test_exported_saved_model_gives_the_same_detections(model, tmp_path):
+    from serving.serving_module import ServingModule
+
+    module = ServingModule(model.detect, task="detection", letterbox=SIZE, label_names=model.class_names,
+                           trackables=[model])
+    pixels = np.random.default_rng(5).integers(0, 255, (2, 48, 80, 3), dtype=np.uint8)
+    before = module.serving_pixels(tf.constant(pixels))
+    tf.saved_model.save(module, str(tmp_path / "yolo"), signatures=module.signatures())
+    after = tf.saved_model.load(str(tmp_path / "yolo")).signatures["serving_pixels"](pixels=tf.constant(pixels))
+    np.testing.assert_array_equal(after["num_detections"], before["num_detections"])
+    np.testing.assert_allclose(after["boxes"], before["boxes"], atol=1e-3)
+    assert after["boxes"].numpy()[..., 0::2].max() <= 80  # original pixels, not the 64-px frame
+    assert set(after["class_names"].numpy()[0, :int(after["num_detections"][0])]) <= {
+        name.encode() for name in model.class_names}
