@@ -82,7 +82,7 @@ class SemanticSegmenter(keras.Model):
     def __init__(self, *, encoder: keras.Model, head: keras.Model, num_classes: int, **kwargs):
         images = image_input_like(encoder)
         features = encoder(images)
-        # The head takes only the levels it uses (FCN-32s ignores P3/P4).
+        # The head declares the levels it reads (a short U-Net decoder skips P1, P2).
         logits = head({name: features[name] for name in head.input})
         super().__init__(inputs=images, outputs=logits, **kwargs)
         self.encoder = encoder
