@@ -54,8 +54,10 @@ def compile_kwargs(head: ClsLocHeadConfig) -> dict:
     return {}  # the task model computes its own loss and metrics
 
 
-def evaluate(model, eval_batches, label_map: LabelMap) -> dict[str, Any]:
+def evaluate(model, eval_batches, label_map: LabelMap, dataset=None) -> dict[str, Any]:
     """Accuracy, mean IoU and localization accuracy over `(x, y, meta)` eval batches.
+
+    `dataset` is unused: the batches carry the targets.
 
     Padding examples of the last batch (`meta["valid"]` False) are left out.
     """

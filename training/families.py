@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from training.clsloc_family import CLSLOC_FAMILY
 from training.model_family import ModelFamily
+from training.one_stage_families import SSD_FAMILY, YOLO_FAMILY
 from training.segmentation_family import FCN_FAMILY, UNET_FAMILY
+from training.two_stage_families import FASTER_RCNN_FAMILY, MASK_RCNN_FAMILY
 
 FAMILIES: dict[str, ModelFamily] = {
     "clsloc": CLSLOC_FAMILY,
     "fcn": FCN_FAMILY,
     "unet": UNET_FAMILY,
+    "yolo": YOLO_FAMILY,
+    "ssd": SSD_FAMILY,
+    "faster_rcnn": FASTER_RCNN_FAMILY,
+    "mask_rcnn": MASK_RCNN_FAMILY,
 }

@@ -20,8 +20,10 @@ class ModelFamily:
       bottleneck features -> the same outputs in the same `image_size` frame.
     - `compile_kwargs(head_config)`: extra `compile` arguments (`loss`, `metrics`, ...); `{}`
       when the task model computes its own loss in `compute_loss`.
-    - `evaluate(model, eval_batches, label_map)`: JSON-ready metrics of the whole model on
-      `pipelines.build_eval_dataset(..., with_targets=True)` batches `(x, y, meta)`.
+    - `evaluate(model, eval_batches, label_map, dataset)`: JSON-ready metrics of the whole
+      model on `pipelines.build_eval_dataset(..., with_targets=True)` batches `(x, y, meta)`
+      of `dataset` (the val split, as on disk). Frame-based families score the batches'
+      targets; detectors score COCO results against `dataset` (`training.detection_evaluation`).
     - `headline_metric`: the key of `evaluate`'s result printed as the run's summary.
     """
 

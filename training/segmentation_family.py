@@ -97,8 +97,10 @@ def compile_kwargs(head) -> dict:
                                      list(head.class_weights) if head.class_weights else None)}
 
 
-def evaluate(model: keras.Model, eval_batches, label_map: LabelMap) -> dict[str, Any]:
+def evaluate(model: keras.Model, eval_batches, label_map: LabelMap, dataset=None) -> dict[str, Any]:
     """mIoU, per-class IoU / Dice, pixel accuracy and the confusion matrix, in the letterbox frame.
+
+    `dataset` is unused: the batches carry the targets.
 
     Over `(x, y, meta)` eval batches; padding examples (`meta["valid"]` False) and
     ignored pixels (255, e.g. letterbox borders) are left out. Class 0 is background.

@@ -248,4 +248,4 @@ def final_model(session: TrainingSession, last_stage: int) -> keras.Model:
 def evaluate_model(session: TrainingSession, model: keras.Model) -> dict[str, Any]:
     batches = build_eval_dataset(session.data.val, session.family.task, session.image_size,
                                  session.config.stage2.batch_size, with_targets=True)
-    return session.family.evaluate(model, batches, session.data.label_map)
+    return session.family.evaluate(model, batches, session.data.label_map, session.data.val)

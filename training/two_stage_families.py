@@ -1,0 +1,83 @@
+"""Faster R-CNN and Mask R-CNN families for the trainer (`model.family: faster_rcnn | mask_rcnn`).
+
+The task models own their losses (`compute_loss`), so they compile with an optimizer only.
+Stage 1 trains the heads on cached P3..P5 features through the same model class with no
+backbone; stage 2 puts the same head layers on the backbone (`FasterRCNN.with_backbone`).
+Evaluation: COCO bbox (and segm) AP with pycocotools, in original pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from models.faster_rcnn import build_faster_rcnn
+from models.mask_rcnn import build_mask_rcnn
+from pipelines.batch_contract import DETECTION, INSTANCE
+from training.detection_evaluation import coco_evaluator
+from training.model_family import ModelFamily
+from training.one_stage_families import no_compile_arguments
+
+LEVELS = ("P3", "P4", "P5")
+
+
+@dataclass(frozen=True)
+class TwoStageHeadConfig:
+    """`model.head` of faster_rcnn / mask_rcnn: widths, then `models.faster_rcnn_options` keys."""
+
+    fpn_channels: int = 64
+    box_head_units: int = 256
+    mask_channels: int = 64
+    mask_convs: int = 2
+    anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0)
+    anchor_scales: tuple[float, ...] = (1.0, 2.0)
+    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    rpn_samples: int = 256
+    rois_per_image: int = 128
+    roi_positive_fraction: float = 0.25
+    masks_per_image: int = 32
+    canonical_size: float = 112.0
+    score_threshold: float = 0.05
+    max_detections: int = 100
+
+    def options(self) -> dict:
+        return {"anchor_sizes": self.anchor_sizes, "anchor_scales": self.anchor_scales,
+                "anchor_ratios": self.anchor_ratios, "rpn_samples": self.rpn_samples,
+                "rois_per_image": self.rois_per_image, "roi_positive_fraction": self.roi_positive_fraction,
+                "masks_per_image": self.masks_per_image, "canonical_size": self.canonical_size,
+                "nms": {"iou_threshold": 0.5, "score_threshold": self.score_threshold,
+                        "max_detections": self.max_detections}}
+
+
+def _image_size(feature_shapes: dict) -> tuple[int, int]:
+    h, w, _ = feature_shapes["P3"]
+    return (8 * int(h), 8 * int(w))
+
+
+def _build_head(with_masks: bool):
+    def build_head(feature_shapes, num_classes: int, head: TwoStageHeadConfig):
+        common = dict(image_size=_image_size(feature_shapes), levels=LEVELS, fpn_channels=head.fpn_channels,
+                      box_head_units=head.box_head_units, options=head.options())
+        if with_masks:
+            model = build_mask_rcnn(None, num_classes, mask_channels=head.mask_channels,
+                                    mask_convs=head.mask_convs, **common)
+        else:
+            model = build_faster_rcnn(None, num_classes, **common)
+        model.build({level: (None, *shape) for level, shape in feature_shapes.items()})
+        return model
+    return build_head
+
+
+def build_model(backbone, head_model, head: TwoStageHeadConfig, image_size: int):
+    """Stage 1: the features-only model itself; stage 2: the same heads on `backbone`."""
+    return head_model if backbone is None else head_model.with_backbone(backbone)
+
+
+FASTER_RCNN_FAMILY = ModelFamily(
+    task=DETECTION, head_config=TwoStageHeadConfig, bottleneck_levels=LEVELS,
+    build_head=_build_head(False), build_model=build_model, compile_kwargs=no_compile_arguments,
+    evaluate=coco_evaluator(DETECTION), headline_metric="bbox_AP50")
+
+MASK_RCNN_FAMILY = ModelFamily(
+    task=INSTANCE, head_config=TwoStageHeadConfig, bottleneck_levels=LEVELS,
+    build_head=_build_head(True), build_model=build_model, compile_kwargs=no_compile_arguments,
+    evaluate=coco_evaluator(INSTANCE), headline_metric="segm_AP50")
