@@ -11,7 +11,8 @@ Sections (see `configs/*.yaml` for annotated examples):
 - `augment`: `pipelines.augment.AugmentConfig`, the pipeline's augmentation for stage 2
   (stage 1 trains on cached, un-augmented features: augmentation cannot apply to
   features computed once).
-- `stage1` (bottleneck: frozen backbone, cached features), `stage2` (fine-tuning: the top
+- `pretrain` (optional stage 0: the backbone learns on object crops of the train split,
+  offline), `stage1` (bottleneck: frozen backbone, cached features), `stage2` (fine-tuning: the top
   `unfreeze` blocks, or `all`), `schedule` (learning rate per stage), `early_stopping`,
   `optimizer`.
 """
@@ -60,6 +61,18 @@ class DataConfig:
     val: str | None = None
     images: str | None = None
     synthetic: SyntheticDataConfig | None = None
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Stage 0, offline: with `epochs > 0` (and `model.weights: null`) the backbone first
+    trains as a classifier on object crops of the train split (`detseg pretrain`), and the
+    run starts from those weights (`runs/<name>/pretrain/backbone.weights.h5`)."""
+
+    epochs: int = 0
+    image_size: int = 64
+    batch_size: int = 32
+    lr: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     stage2: Stage2Config = field(default_factory=Stage2Config)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -171,6 +185,9 @@ def _check_values(config: TrainConfig) -> None:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
     if isinstance(config.stage2.unfreeze, int) and config.stage2.unfreeze < 0:
         raise ConfigError(f"config key 'stage2.unfreeze' must be >= 0 or 'all', got {config.stage2.unfreeze}")
+    if config.pretrain.epochs > 0 and config.model.weights is not None:
+        raise ConfigError("pretrain.epochs > 0 pretrains the backbone itself: set model.weights to null, "
+                          "or pretrain.epochs to 0 to start from model.weights")
     if config.stage1.epochs + config.stage2.epochs == 0:
         raise ConfigError("stage1.epochs and stage2.epochs are both 0: nothing to train")
     if "/" in config.name or config.name in ("", ".", ".."):

@@ -9,6 +9,7 @@
         state.json                 where training stands: stage, epochs done, best so far
         stage<k>_last_e<NNNN>.weights.h5   the latest epoch (model + optimizer state)
         stage<k>_best.weights.h5   the epoch with the best monitored value
+      pretrain/backbone.weights.h5 the backbone pretrained by stage 0 (`pretrain.epochs` > 0)
       feature_cache/               stage-1 bottleneck features (unless stage1.cache_dir is set)
       model.keras                  the final model (best epoch of the last stage)
       evaluation.json              validation metrics of the final model
@@ -74,6 +75,7 @@ class RunDirectory:
     model_path = property(lambda self: self.root / "model.keras")
     evaluation_path = property(lambda self: self.root / "evaluation.json")
     feature_cache_dir = property(lambda self: self.root / "feature_cache")
+    pretrain_dir = property(lambda self: self.root / "pretrain")
 
     def tensorboard_dir(self, stage: int) -> Path:
         return self.root / "tensorboard" / f"stage{stage}"

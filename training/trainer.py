@@ -12,7 +12,10 @@ run directory's checkpoints first (the feature cache is kept: it is keyed by con
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -20,9 +23,11 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from models.backbone_weights import SAVED_WEIGHTS_SUFFIX
 from training.callbacks import progress_verbosity
 from training.config import TrainConfig, config_fingerprint, config_to_yaml
 from training.families import FAMILIES
+from training.pretrain import pretrain_backbone
 from training.run_directory import RunDirectory, RunState, resume_state
 from training.strategy import build_strategy, is_chief
 from training.training_data import resolve_training_data
@@ -66,8 +71,9 @@ def train(config: TrainConfig, restart: bool = False, verbose: int | None = None
     resumed = state.epochs_done > 0 or state.stage > 1
     run_dir.write_text(run_dir.config_path, config_to_yaml(config))
     run_dir.write_label_map(data.label_map)
-    session = TrainingSession(config, family, data, run_dir, strategy, log,
-                              progress_verbosity() if verbose is None else verbose)
+    verbose = progress_verbosity() if verbose is None else verbose
+    config = with_pretrained_backbone(config, data, run_dir, verbose, log)
+    session = TrainingSession(config, family, data, run_dir, strategy, log, verbose)
     log(f"run {run_dir.root}: {config.model.family} on {config.model.backbone} at "
         f"{config.model.image_size} px, {len(data.train.images)} train / {len(data.val.images)} val "
         f"images, {strategy.num_replicas_in_sync} replica(s) ({config.strategy})")
@@ -83,6 +89,34 @@ def train(config: TrainConfig, restart: bool = False, verbose: int | None = None
     log(f"done: {family.headline_metric} = {metrics.get(family.headline_metric)} on "
         f"{len(data.val.images)} val images; model in {run_dir.model_path}")
     return TrainResult(run_dir.root, metrics, family.headline_metric, resumed)
+
+
+def with_pretrained_backbone(config: TrainConfig, data, run_dir: RunDirectory, verbose: int,
+                             log: Callable[[str], None]) -> TrainConfig:
+    """Stage 0 (`pretrain.epochs` > 0): the config with `model.weights` set to a backbone
+    pretrained on object crops of the train split; pretrained once, reused on resume."""
+    if config.pretrain.epochs <= 0:
+        return config
+    weights = run_dir.pretrain_dir / f"backbone{SAVED_WEIGHTS_SUFFIX}"
+    if not weights.is_file():
+        # Into a temporary folder renamed into place: a crash never leaves half a file. A
+        # worker that does not write the run directory keeps its own (identical) copy.
+        parent = run_dir.root if run_dir.writable else Path(tempfile.mkdtemp(prefix="detseg-pretrain-"))
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".pretrain-", dir=parent))
+        pretrain = config.pretrain
+        log(f"stage 0: pretraining {config.model.backbone} on object crops of {data.train.source}")
+        pretrain_backbone(data.train.source, config.model.backbone, pretrain.image_size, pretrain.epochs,
+                          staging / weights.name, batch_size=pretrain.batch_size, lr=pretrain.lr,
+                          seed=config.seed, image_dir=data.train.image_dir, alpha=config.model.alpha,
+                          verbose=verbose, log=log)
+        if not run_dir.writable:
+            weights = staging / weights.name
+        else:
+            shutil.rmtree(run_dir.pretrain_dir, ignore_errors=True)  # an earlier, unfinished attempt
+            os.replace(staging, run_dir.pretrain_dir)
+    log(f"stage 0: starting from the pretrained backbone {weights}")
+    return replace(config, model=replace(config.model, weights=str(weights)))
 
 
 def _train_stages(session: TrainingSession, state: RunState) -> RunState:

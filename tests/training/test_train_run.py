@@ -4,6 +4,7 @@ re-running, determinism and the NaN stop."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -160,3 +161,26 @@ def test_nan_loss_stops_the_run_with_a_clear_message(runs_dir):
         train(config, verbose=0, log=lambda message: None)
     rows = read_metrics(config.run_dir / "metrics.csv")
     assert len(rows) <= 1  # stopped in its first epoch
+
+
+def test_stage0_pretrains_the_backbone_offline_and_the_run_starts_from_it(runs_dir):
+    config = smoke_config(runs_dir, "name=with_stage0", "pretrain.epochs=1", "pretrain.image_size=32",
+                          "stage1.epochs=1", "stage2.epochs=0")
+    messages: list[str] = []
+    result = train(config, verbose=0, log=messages.append)
+    weights = result.run_dir / "pretrain" / "backbone.weights.h5"
+    assert weights.is_file() and (result.run_dir / "pretrain" / "backbone.json").is_file()
+    assert any("stage 0: pretraining" in m for m in messages)
+    pretrained = build_backbone_for(replace(config, model=replace(config.model, weights=str(weights))))
+    final = backbone_of(keras.saving.load_model(result.run_dir / "model.keras"))
+    # stage 2 did not run: the final backbone IS the pretrained one, not a random one
+    for a, b in zip(pretrained.get_weights(), final.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert load_config(result.run_dir / "config.yaml").model.weights is None  # the config as given
+
+
+def test_stage0_and_explicit_weights_are_exclusive(runs_dir):
+    from training.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain.epochs > 0"):
+        smoke_config(runs_dir, "pretrain.epochs=1", "model.weights=x.weights.h5")
