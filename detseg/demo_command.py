@@ -1,7 +1,10 @@
 """`detseg demo`: the main job on the embedded synthetic dataset, step by step.
 
-Synthesize -> validate -> describe -> augmented batches drawn to PNG. Every step prints
-what it did and where its files are; the output folder is reused between runs.
+Synthesize -> validate -> describe -> augmented batches drawn to PNG -> train a small YOLO
+(frozen-backbone stage, then fine-tuning) -> COCO evaluation report -> SavedModel export
+-> the embedded TF-Serving-compatible server on 127.0.0.1 -> predictions over its REST
+API, drawn. Every step prints what it did and where its files are. The dataset and the
+finished training run are reused when the demo runs again.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ DEMO_IMAGES = 200
 DEMO_IMAGE_SIZE = 256
 DEMO_SEED = 0
 PREVIEW_BATCH = 8
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_yolo.yaml"
+MODEL_NAME = "shapes"
+PREDICTED_IMAGES = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +37,12 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     _step("3. statistics", _describe, splits)
     _step("4. augmented batches", _preview_batches, splits, out, args.seed)
-    print(f"\ndemo finished: everything is in {out}/")
+    run_dir = _step("5. train YOLO (stage 1: frozen backbone, stage 2: fine-tuning)", _train, out, args.seed)
+    _step("6. COCO evaluation report", _command, ["evaluate", str(run_dir), "--annotations",
+                                                  str(splits["test"]), "--out", str(out / "report")])
+    version = _step("7. export a SavedModel for TF Serving", _export, run_dir, out)
+    _step("8. serve it and predict over the REST API", _serve_and_predict, version.parent, splits, out)
+    print(f"\ndemo finished: everything is in {out}/ (open {out}/report/report.html)")
     return 0
 
 
@@ -90,3 +101,50 @@ def _preview_batches(splits: dict[str, Path], out: Path, seed: int) -> None:
                                       masks=masks[keep], class_ids=classes[keep]))
     path = save_png(image_grid(drawn, columns=4), out / "augmented_batch.png")
     print(f"   {len(drawn)} augmented images with their boxes and masks -> {path}")
+
+
+def _train(out: Path, seed: int) -> Path:
+    from training.config import load_config
+    from training.trainer import train
+
+    # The same generator parameters as step 1, so the trainer reuses the demo's dataset.
+    config = load_config(DEMO_CONFIG, [f"runs_dir={out / 'runs'}", f"data.synthetic.dir={out / 'synthetic'}",
+                                       f"data.synthetic.num_images={DEMO_IMAGES}",
+                                       f"data.synthetic.image_size={DEMO_IMAGE_SIZE}",
+                                       f"data.synthetic.seed={seed}"])
+    result = train(config, log=lambda message: print(f"   {message}", flush=True))
+    print(f"   {result.headline_metric} on val: {result.metrics[result.headline_metric]:.3f}; run: {result.run_dir}")
+    return result.run_dir
+
+
+def _command(argv: list[str]) -> None:
+    from detseg.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    if args.func(args) != 0:
+        raise RuntimeError(f"`detseg {' '.join(argv)}` failed")
+
+
+def _export(run_dir: Path, out: Path) -> Path:
+    from detseg.export_command import export_run
+
+    version = export_run(run_dir, out / "models" / MODEL_NAME, MODEL_NAME)
+    print(f"   {version} (and {out / 'models' / 'models.config'})")
+    return version
+
+
+def _serve_and_predict(model_base_path: Path, splits: dict[str, Path], out: Path) -> None:
+    from data.coco import load_coco
+    from serving.model_config import ModelEntry
+    from serving.server import ModelServer, ServerOptions
+
+    test = load_coco(splits["test"])
+    images = [str(test.image_path(record)) for record in test.images[:PREDICTED_IMAGES]]
+    options = ServerOptions(host="127.0.0.1", port=None, rest_api_port=0, max_lifetime_s=600)
+    server = ModelServer([ModelEntry(MODEL_NAME, model_base_path)], options).start()
+    try:
+        print(f"   serving {MODEL_NAME} at {server.rest_url}/v1/models/{MODEL_NAME} (TF Serving's REST API)")
+        _command(["predict", *images, "--server", server.rest_url, "--model-name", MODEL_NAME,
+                  "--out", str(out / "predictions"), "--min-score", "0.3"])
+    finally:
+        server.stop()
