@@ -107,6 +107,18 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """The task's real metric (COCO AP, mIoU, localization accuracy) on val while fine-tuning.
+
+    `every`: evaluate after every N-th stage-2 epoch and the last (0 = off); the numbers
+    (`val_coco_AP`, `val_mIoU`, ...) go to metrics.csv and TensorBoard.
+    """
+
+    every: int = 0
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
 class EarlyStoppingConfig:
     enabled: bool = True
     monitor: str = "val_loss"
@@ -138,6 +150,7 @@ class TrainConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    eval: EvaluationConfig = field(default_factory=EvaluationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     @property
@@ -180,7 +193,8 @@ def _check_values(config: TrainConfig) -> None:
         if value <= 0:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
     for key, value in {"stage1.epochs": config.stage1.epochs, "stage2.epochs": config.stage2.epochs,
-                       "early_stopping.patience": config.early_stopping.patience}.items():
+                       "early_stopping.patience": config.early_stopping.patience,
+                       "eval.every": config.eval.every}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
     if isinstance(config.stage2.unfreeze, int) and config.stage2.unfreeze < 0:

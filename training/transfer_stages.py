@@ -29,6 +29,7 @@ from pipelines.letterbox import PAD_PIXEL_VALUE
 from training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                 diverged_error, patience_used_up, truncate_metrics)
 from training.config import TrainConfig
+from training.evaluation_callback import EvaluationCallback
 from training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
                                     extract_features)
 from training.model_family import ModelFamily
@@ -172,7 +173,8 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
                     f"BatchNorm frozen")
         _compile(session, model, stage2.lr, int(train_batches.cardinality()), stage2.epochs)
         _restore_if_resuming(session, model, state)
-    return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr")
+    return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr",
+                     evaluated=True)
 
 
 # ---------------------------------------------------------------------------- shared
@@ -210,8 +212,12 @@ def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batche
 
 
 def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, train_batches,
-              val_batches, epochs: int, lr_key: str) -> RunState:
-    """`fit` from `state.epochs_done` to `epochs` with the run's callbacks."""
+              val_batches, epochs: int, lr_key: str, evaluated: bool = False) -> RunState:
+    """`fit` from `state.epochs_done` to `epochs` with the run's callbacks.
+
+    `evaluated` (stage 2, whose model takes pixels): with `eval.every` set, the task's
+    real metric on val is computed every N epochs, before the callbacks that log it.
+    """
     run_dir, early = session.run_dir, session.config.early_stopping
     checkpoint = StageCheckpoint(run_dir, state, early.monitor, early.mode,
                                  patience=early.patience if early.enabled else None,
@@ -219,7 +225,12 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     nan_stop = NanLossStop()
     if run_dir.writable:
         truncate_metrics(run_dir.metrics_path, state.stage, state.epochs_done)
-    callbacks = [nan_stop, MetricsCsv(run_dir.metrics_path, state.stage, run_dir.writable), checkpoint]
+    callbacks = [nan_stop]
+    if evaluated and session.config.eval.every:
+        callbacks.append(EvaluationCallback(session.data.val, session.family.task, session.image_size,
+                                            every=session.config.eval.every,
+                                            batch_size=session.config.eval.batch_size, log=session.log))
+    callbacks += [MetricsCsv(run_dir.metrics_path, state.stage, run_dir.writable), checkpoint]
     if run_dir.writable:
         callbacks.append(ScalarEventLog(run_dir.tensorboard_dir(state.stage)))
     stopped_before = early.enabled and patience_used_up(state, early.patience)
