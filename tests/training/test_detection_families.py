@@ -1,0 +1,45 @@
+"""Detector families through the trainer: a smoke run, scored by pycocotools.
+
+The trainer's `evaluation.json` for a detector must be the COCO numbers of its final
+model on the val split in original pixels: the same numbers `detseg evaluate RUN_DIR`
+reports from the run directory afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from detseg.cli import main
+from training.config import load_config
+from training.families import FAMILIES
+from training.trainer import train
+from training.training_data import synthetic_dir
+
+pytestmark = pytest.mark.slow  # each case trains a tiny detector for a few steps
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("family, headline_iou_types", [("yolo", ("bbox",))])
+def test_smoke_run_evaluation_matches_detseg_evaluate(family, headline_iou_types, tmp_path):
+    config = load_config(REPO / "configs" / "smoke" / f"{family}.yaml",
+                         [f"runs_dir={tmp_path}", "stage1.epochs=1", "stage2.epochs=1"])
+    result = train(config, verbose=0, log=lambda message: None)
+    assert result.headline_metric == FAMILIES[family].headline_metric
+    for iou_type in headline_iou_types:
+        value = result.metrics[f"{iou_type}_AP50"]
+        assert value is None or 0.0 <= value <= 1.0
+
+    val = synthetic_dir(config) / "annotations" / "instances_val.json"
+    assert main(["evaluate", str(result.run_dir), "--annotations", str(val), "--out", str(tmp_path / "report"),
+                 "--examples", "0"]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    for iou_type in headline_iou_types:
+        stats = report["coco"][iou_type]["stats"]
+        for name in ("AP", "AP50", "AP75"):
+            ours, trainers = stats[name], result.metrics[f"{iou_type}_{name}"]
+            assert (ours is None and trainers is None) or math.isclose(ours, trainers, abs_tol=1e-9)
