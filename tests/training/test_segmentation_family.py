@@ -17,14 +17,11 @@ from training.training_data import resolve_training_data
 SHAPES_64 = {"P3": (8, 8, 32), "P4": (4, 4, 64), "P5": (2, 2, 128)}  # tiny backbone at 64 px
 
 
-@pytest.fixture
-def segmentation_families(monkeypatch):
-    """Registers the families for one test (until training/families.py lists them)."""
-    monkeypatch.setitem(FAMILIES, "fcn", FCN_FAMILY)
-    monkeypatch.setitem(FAMILIES, "unet", UNET_FAMILY)
+def test_the_families_are_registered_under_the_config_names():
+    assert FAMILIES["fcn"] is FCN_FAMILY and FAMILIES["unet"] is UNET_FAMILY
 
 
-def test_smoke_configs_load_with_their_head_sections(segmentation_families):
+def test_smoke_configs_load_with_their_head_sections():
     fcn = load_config("configs/smoke/fcn.yaml")
     assert fcn.model.head == FCNHeadConfig(variant="fcn8s", head_filters=16, dropout=0.0)
     unet = load_config("configs/smoke/unet.yaml", ["model.head.upsampling=nearest"])
@@ -43,7 +40,7 @@ def test_heads_take_every_cached_level_and_give_one_channel_more_than_the_classe
 
 
 @pytest.mark.slow
-def test_fcn_smoke_run_trains_evaluates_and_reloads(segmentation_families, tmp_path):
+def test_fcn_smoke_run_trains_evaluates_and_reloads(tmp_path):
     config = load_config("configs/smoke/fcn.yaml", [f"runs_dir={tmp_path}", "stage1.epochs=1"])
     result = train(config, verbose=0)
     assert result.headline_metric == "mean_iou" and 0.0 <= result.metrics["mean_iou"] <= 1.0
