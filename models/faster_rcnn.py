@@ -85,7 +85,7 @@ class FasterRCNN(keras.Model):
         self.seed_generator = keras.random.SeedGenerator(0, name="target_sampling_seed")
         self.loss_trackers = {name: keras.metrics.Mean(name=f"{name}_loss") for name in self.loss_names}
         if backbone is not None:  # feature shapes are known: build now, so weights can load
-            self.build(None)
+            self.build(tuple(backbone.input_shape))  # also the SavedModel default signature
 
     @property
     def num_classes(self) -> int:
