@@ -72,8 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--source-size", type=int, default=256, help="synthetic image size on disk")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
-    parser.add_argument("--yolo-backbone", default="tiny")
-    parser.add_argument("--yolo-alpha", type=float, default=1.0, help="backbone width multiplier")
+    parser.add_argument("--backbone", default="tiny", help="backbone of our YOLO and SSD")
+    parser.add_argument("--alpha", type=float, default=2.0, help="its width multiplier (default 2)")
     parser.add_argument("--yolo-neck", default="64,128,256", help="neck widths P3,P4,P5")
     parser.add_argument("--data-dir", default="runs/synthetic/bench_detectors")
     parser.add_argument("--out", default="runs/bench_detectors")
@@ -145,7 +145,7 @@ def train_within_budget(model, train, args, budget_s: float) -> dict:
 
 
 def build_ours_yolo(args, num_classes: int, class_names) -> tuple[keras.Model, callable]:
-    backbone = build_backbone(args.yolo_backbone, (args.image_size,) * 2, alpha=args.yolo_alpha)
+    backbone = build_backbone(args.backbone, (args.image_size,) * 2, alpha=args.alpha)
     config = YoloHeadConfig(neck_widths=tuple(int(w) for w in args.yolo_neck.split(",")),
                             class_names=tuple(class_names), score_threshold=EVAL_NMS.score_threshold,
                             iou_threshold=EVAL_NMS.iou_threshold, max_detections=EVAL_NMS.max_detections)
@@ -155,7 +155,7 @@ def build_ours_yolo(args, num_classes: int, class_names) -> tuple[keras.Model, c
 
 
 def build_ours_ssd(args, num_classes: int, class_names) -> tuple[keras.Model, callable]:
-    backbone = build_backbone(args.yolo_backbone, (args.image_size,) * 2, alpha=args.yolo_alpha)
+    backbone = build_backbone(args.backbone, (args.image_size,) * 2, alpha=args.alpha)
     config = SsdHeadConfig(class_names=tuple(class_names), score_threshold=EVAL_NMS.score_threshold,
                            iou_threshold=EVAL_NMS.iou_threshold, max_detections=EVAL_NMS.max_detections)
     model = build_ssd_detector(backbone, num_classes, config)
