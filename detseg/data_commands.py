@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-shapes", type=int, default=6,
+                   help="most shapes per image (default 6; 1 gives single-object images)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.set_defaults(func=_synth)
 
@@ -139,7 +141,7 @@ def _synth(args: argparse.Namespace) -> int:
     from data.synthetic import generate_synthetic
 
     paths = generate_synthetic(args.out, num_images=args.num_images, image_size=args.image_size,
-                               seed=args.seed, overwrite=args.overwrite)
+                               seed=args.seed, overwrite=args.overwrite, max_shapes=args.max_shapes)
     for split, path in paths.items():
         print(f"{split}: {path}", file=sys.stdout)
     return 0

@@ -52,7 +52,8 @@ class SyntheticDataConfig:
     num_images: int = 200
     image_size: int = 128
     seed: int = 0
-    dir: str | None = None  # default: <runs_dir>/synthetic/n<num_images>_s<image_size>_seed<seed>
+    max_shapes: int = 6  # most shapes per image; 1: single-object images
+    dir: str | None = None  # default: <runs_dir>/synthetic/n<num_images>_s<image_size>_seed<seed>[_max<k>]
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,19 @@ class Stage1Config:
 
 @dataclass(frozen=True)
 class Stage2Config:
-    """Fine-tuning from the stage-1 head: top `unfreeze` blocks (or `all`) train, BN stays frozen."""
+    """Fine-tuning from the stage-1 head: top `unfreeze` blocks (or `all`) train.
+
+    `batchnorm: frozen` (default) keeps BatchNorm in inference mode with the backbone's
+    statistics, right for ImageNet weights; `train` lets the unfrozen blocks' BatchNorm
+    learn, right when those statistics never saw images like these (no weights, or a
+    backbone pretrained on object crops by stage 0).
+    """
 
     epochs: int = 5
     lr: float = 1e-4
     batch_size: int = 16
     unfreeze: int | Literal["all"] = 2
+    batchnorm: Literal["frozen", "train"] = "frozen"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from data.coco import CocoDataset, LabelMap, load_coco
 from data.errors import DatasetError
-from data.synthetic import ensure_synthetic
+from data.synthetic import MAX_SHAPES, ensure_synthetic
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ def synthetic_dir(config) -> Path:
     if synthetic.dir:
         return Path(synthetic.dir)
     name = f"n{synthetic.num_images}_s{synthetic.image_size}_seed{synthetic.seed}"
+    if synthetic.max_shapes != MAX_SHAPES:
+        name += f"_max{synthetic.max_shapes}"
     return Path(config.runs_dir) / "synthetic" / name
 
 
@@ -33,7 +35,8 @@ def resolve_training_data(config) -> TrainingData:
     data = config.data
     if data.synthetic is not None:
         paths = ensure_synthetic(synthetic_dir(config), num_images=data.synthetic.num_images,
-                                 image_size=data.synthetic.image_size, seed=data.synthetic.seed)
+                                 image_size=data.synthetic.image_size, seed=data.synthetic.seed,
+                                 max_shapes=data.synthetic.max_shapes)
         train, val = load_coco(paths["train"]), load_coco(paths["val"])
     else:
         train = load_coco(data.train, data.images)

@@ -187,6 +187,16 @@ def test_ensure_reuses_then_regenerates_on_new_parameters(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no staging folders left
 
 
+def test_max_shapes_bounds_the_objects_per_image_and_is_part_of_the_manifest(tmp_path):
+    root = tmp_path / "single"
+    ensure_synthetic(root, num_images=30, image_size=64, seed=1, max_shapes=1)
+    counts = [len(record.annotations) for split in _all_splits(root) for record in split.images]
+    assert max(counts) == 1 and sum(counts) >= 20  # a few images are empty by design
+    assert json.loads((root / MANIFEST_NAME).read_text())["max_shapes"] == 1
+    ensure_synthetic(root, num_images=30, image_size=64, seed=1)  # the default: several shapes again
+    assert max(len(r.annotations) for split in _all_splits(root) for r in split.images) > 1
+
+
 def test_existing_folders_are_protected(tmp_path):
     target = tmp_path / "out"
     generate_synthetic(target, num_images=3, image_size=64, seed=0)
@@ -207,6 +217,7 @@ def test_existing_folders_are_protected(tmp_path):
     ({"fractions": (0.5, 0.5, 0.5)}, "fractions"),
     ({"num_images": 0}, "num_images"),
     ({"image_size": 8}, "image_size"),
+    ({"max_shapes": 0}, "max_shapes"),
 ])
 def test_bad_parameters_are_named(tmp_path, kwargs, field):
     with pytest.raises(DatasetError, match=field):
