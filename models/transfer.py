@@ -3,10 +3,14 @@
 Stage 1 (bottleneck features) trains a new head on a frozen backbone; stage 2
 (fine-tuning) unfreezes the top N blocks and trains on at a lower learning rate.
 
-BatchNormalization layers always stay frozen (`trainable=False`). In Keras 3 a
+BatchNormalization layers stay frozen (`trainable=False`) by default. In Keras 3 a
 non-trainable BatchNormalization runs in inference mode: it normalizes with its moving
 mean/variance and never updates them, so the small batches of fine-tuning cannot wreck
-statistics learned on a large dataset. Input normalization layers stay frozen too.
+statistics learned on a large dataset. `train_batchnorm=True` lets the BatchNorm layers
+of the unfrozen blocks train instead: for a backbone whose statistics were never
+learned on images like the target ones (random initialization, or detseg's own
+pretraining on object crops), freezing them freezes wrong statistics. Input
+normalization layers stay frozen always.
 
 After changing `trainable` flags, compile the model again before `fit` (Keras reads the
 trainable variables when it builds the training function).
@@ -80,12 +84,14 @@ def freeze(backbone: keras.Model) -> None:
     backbone.trainable = False
 
 
-def unfreeze_top_blocks(backbone: keras.Model, n: int | str) -> list[keras.layers.Layer]:
+def unfreeze_top_blocks(backbone: keras.Model, n: int | str,
+                        train_batchnorm: bool = False) -> list[keras.layers.Layer]:
     """Stage 2: makes the top `n` blocks trainable (`n="all"`: every block), the rest frozen.
 
     BatchNormalization layers stay non-trainable everywhere, i.e. in inference mode with
-    fixed moving statistics (see the module docstring). Returns the layers made
-    trainable. `n=0` is the same as `freeze`.
+    fixed moving statistics (see the module docstring), unless `train_batchnorm`: then
+    those of the unfrozen blocks train too. Returns the layers made trainable. `n=0` is
+    the same as `freeze`.
     """
     blocks = backbone_blocks(backbone)
     count = _block_count(n, len(blocks), backbone.name)
@@ -97,7 +103,7 @@ def unfreeze_top_blocks(backbone: keras.Model, n: int | str) -> list[keras.layer
     unfrozen = []
     for block in blocks[len(blocks) - count:]:
         for layer in block:
-            if not isinstance(layer, keras.layers.BatchNormalization):
+            if train_batchnorm or not isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = True
                 unfrozen.append(layer)
     if count == 0:

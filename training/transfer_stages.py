@@ -7,7 +7,8 @@ once, so stage 1 never sees augmented images.
 
 Stage 2 (fine-tuning): the whole model (backbone + the stage-1 head) trains on augmented
 images with the top `stage2.unfreeze` backbone blocks trainable (or `all`); BatchNorm
-layers stay frozen and in inference mode (`models.transfer.unfreeze_top_blocks`); the
+layers stay frozen and in inference mode (`models.transfer.unfreeze_top_blocks`) unless
+`stage2.batchnorm: train`; the
 learning rate is `stage2.lr`, normally lower.
 
 Both stages continue from `RunState` after a crash: the model and optimizer state come
@@ -168,9 +169,10 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
     val_batches = build_dataset(session.data.val, family.task, size, stage2.batch_size)
     with session.strategy.scope():
         model, backbone = build_stage2_model(session)
-        unfrozen = unfreeze_top_blocks(backbone, stage2.unfreeze)
+        unfrozen = unfreeze_top_blocks(backbone, stage2.unfreeze,
+                                       train_batchnorm=stage2.batchnorm == "train")
         session.log(f"stage 2: {len(unfrozen)} backbone layers trainable (unfreeze={stage2.unfreeze}); "
-                    f"BatchNorm frozen")
+                    f"BatchNorm {'trains' if stage2.batchnorm == 'train' else 'frozen'}")
         _compile(session, model, stage2.lr, int(train_batches.cardinality()), stage2.epochs)
         _restore_if_resuming(session, model, state)
     return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr",

@@ -78,6 +78,21 @@ def test_stage_two_trains_only_the_top_blocks_and_no_batchnorm(tiny_and_head):
     assert batchnorm_paths and not any(changed[path] for path in batchnorm_paths)
 
 
+def test_train_batchnorm_lets_only_the_unfrozen_blocks_statistics_learn(tiny_and_head):
+    backbone, head = tiny_and_head
+    unfrozen = unfreeze_top_blocks(backbone, 1, train_batchnorm=True)
+    top_layers = {layer.name for layer in backbone_blocks(backbone)[-1]}
+    assert {layer.name for layer in unfrozen} == top_layers
+    before = _snapshot(backbone.layers)
+    _fit_a_few_steps(backbone, head)
+    changed = _changed(before, backbone.layers)
+    for layer in backbone.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # moving mean and variance included: in training mode they follow the batches
+            assert all(changed[w.path] for w in layer.weights) == (layer.name in top_layers), layer.name
+            assert not any(changed[w.path] for w in layer.weights) == (layer.name not in top_layers), layer.name
+
+
 def test_unfrozen_backbone_runs_batchnorm_in_inference_mode(tiny_and_head):
     backbone, _ = tiny_and_head
     unfreeze_top_blocks(backbone, "all")
