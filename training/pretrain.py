@@ -5,7 +5,11 @@ So that transfer learning works with no internet: the backbone learns on local d
 
 - a COCO instances JSON (the synthetic dataset included): every non-crowd object is cut
   out (its box grown by `CROP_MARGIN` of its size on each side, clipped to the image)
-  and resized to `image_size` x `image_size`; its category is the label;
+  and resized to `image_size` x `image_size`; its category is the label. In training each
+  side grows by a random margin in `[CROP_MARGIN, MAX_CONTEXT_MARGIN]` instead (random
+  scale and position, like random-resized crops): a backbone that only ever saw objects
+  filling the frame learns features, and BatchNorm statistics, that do not carry over to
+  whole images where objects are small and background dominates;
 - a folder per class: `<root>/<class name>/*.png|jpg|...`; whole images, resized.
 
 Resizing squashes to a square (no letterbox): crops are small and near-square, and the
@@ -34,6 +38,7 @@ from models.backbones import build_backbone
 from models.classification_localization import build_classifier
 
 CROP_MARGIN = 0.1
+MAX_CONTEXT_MARGIN = 1.5  # training crops: up to 1.5 object sizes of context on a side
 VAL_FRACTION = 0.1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BRIGHTNESS_DELTA = 25.0  # pixels (0..255 scale)
@@ -41,7 +46,11 @@ BRIGHTNESS_DELTA = 25.0  # pixels (0..255 scale)
 
 @dataclass(frozen=True)
 class ClassificationSamples:
-    """`paths[i]`, crop box `boxes[i]` (float32 yxyx normalized to the image, 0..1) and label."""
+    """`paths[i]`, object box `boxes[i]` (float32 yxyx normalized to the image, 0..1) and label.
+
+    The box is the object's tight box (the whole image for folder-per-class samples);
+    `sample_batches` grows it by the crop margin.
+    """
 
     paths: tuple[str, ...]
     boxes: np.ndarray
@@ -64,7 +73,7 @@ class PretrainResult:
 
 def crops_from_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike | None = None
                     ) -> ClassificationSamples:
-    """One sample per non-crowd object of a COCO file: its grown, clipped box."""
+    """One sample per non-crowd object of a COCO file: its tight box."""
     dataset = load_coco(annotations, image_dir)
     label_map = dataset.label_map
     paths, boxes, labels = [], [], []
@@ -73,10 +82,9 @@ def crops_from_coco(annotations: str | os.PathLike, image_dir: str | os.PathLike
             x, y, w, h = annotation.bbox
             if annotation.iscrowd or w <= 0 or h <= 0:
                 continue
-            x0, x1 = max(x - CROP_MARGIN * w, 0.0), min(x + w + CROP_MARGIN * w, record.width)
-            y0, y1 = max(y - CROP_MARGIN * h, 0.0), min(y + h + CROP_MARGIN * h, record.height)
             paths.append(str(dataset.image_path(record)))
-            boxes.append((y0 / record.height, x0 / record.width, y1 / record.height, x1 / record.width))
+            boxes.append((y / record.height, x / record.width, (y + h) / record.height,
+                          (x + w) / record.width))
             labels.append(label_map.index_of(annotation.category_id))
     if not paths:
         raise DatasetError(f"{annotations}: no non-crowd objects to cut crops from")
@@ -124,7 +132,10 @@ def sample_batches(samples: ClassificationSamples, image_size: int, batch_size: 
         path, box, label = element
         image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
         image = tf.cast(image, tf.float32)
-        crop = tf.image.crop_and_resize(image[None], box[None], [0], size)[0]
+        margins = (tf.random.stateless_uniform([4], pair + 2, CROP_MARGIN, MAX_CONTEXT_MARGIN)
+                   if training else tf.fill([4], CROP_MARGIN))
+        crop_box = grown_box(box, margins)
+        crop = tf.image.crop_and_resize(image[None], crop_box[None], [0], size)[0]
         if training:
             crop = tf.image.stateless_random_flip_left_right(crop, pair)
             crop = tf.image.stateless_random_brightness(crop, BRIGHTNESS_DELTA, pair + 1)
@@ -135,6 +146,14 @@ def sample_batches(samples: ClassificationSamples, image_size: int, batch_size: 
     options.autotune.enabled = False  # see pipelines.dataset: AUTOTUNE tear-down stalls small CPUs
     batches = tf.data.Dataset.zip(elements, seeds).map(load, num_parallel_calls=2, deterministic=True)
     return batches.batch(batch_size).prefetch(2).with_options(options)
+
+
+def grown_box(box, margins):
+    """yxyx `[4]` normalized box grown by `margins` `[4]` (top, left, bottom, right) of its
+    height/width on each side, clipped to the image (0..1)."""
+    height, width = box[2] - box[0], box[3] - box[1]
+    grow = margins * tf.stack([height, width, height, width])
+    return tf.clip_by_value(box + tf.constant([-1.0, -1.0, 1.0, 1.0]) * grow, 0.0, 1.0)
 
 
 def split_samples(samples: ClassificationSamples, seed: int) -> tuple[ClassificationSamples, ClassificationSamples | None]:
