@@ -8,7 +8,7 @@ Layout written by `generate_synthetic(out_dir, ...)`:
     out_dir/annotations/instances_{train,val,test}.json
     out_dir/synthetic.json                     manifest of the parameters (for reuse)
 
-Each image holds 0-6 shapes (0-`max_shapes`) (circle/ellipse, rectangle, triangle) of sizes spanning COCO
+Each image holds 0-6 shapes (0-`max_shapes`; diameters from `min_shape_size` to 55% of the side) (circle/ellipse, rectangle, triangle) of sizes spanning COCO
 small, medium and large at 256 px, on a textured noisy background. Later shapes paint
 over earlier ones: an instance's mask is its VISIBLE pixels and its bbox (COCO xywh) the
 tight box of that mask. Image `i` depends only on `(seed, i)`, never on `num_images`.
@@ -46,6 +46,8 @@ NO_OWNER = -1  # owner map value where no shape is painted
 
 MAX_SHAPES = 6  # default most shapes per image
 MAX_SHAPES_LIMIT = 20
+MIN_SHAPE_SIZE = 0.04  # default smallest shape diameter, as a fraction of the image side
+MAX_SHAPE_SIZE = 0.55  # largest shape diameter, as a fraction of the image side
 EMPTY_IMAGE_PROBABILITY = 0.05
 MIN_VISIBLE_FRACTION = 0.3  # drop instances occluded beyond this
 MIN_VISIBLE_PIXELS = 20
@@ -63,6 +65,7 @@ class SyntheticParameters:
     seed: int
     fractions: tuple[float, float, float]
     max_shapes: int = MAX_SHAPES
+    min_shape_size: float = MIN_SHAPE_SIZE
     generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
@@ -70,6 +73,9 @@ class SyntheticParameters:
             raise DatasetError(f"synthetic dataset: num_images must be >= 1, got {self.num_images}")
         if not 1 <= self.max_shapes <= MAX_SHAPES_LIMIT:
             raise DatasetError(f"synthetic dataset: max_shapes must be 1..{MAX_SHAPES_LIMIT}, got {self.max_shapes}")
+        if not 0 < self.min_shape_size <= MAX_SHAPE_SIZE:
+            raise DatasetError(f"synthetic dataset: min_shape_size must be in (0, {MAX_SHAPE_SIZE}] "
+                               f"(a fraction of the image side), got {self.min_shape_size}")
         if self.image_size < 32:
             raise DatasetError(f"synthetic dataset: image_size must be >= 32 px, got {self.image_size}")
         if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6:
@@ -77,9 +83,10 @@ class SyntheticParameters:
                                f"summing to 1 (train, val, test), got {list(self.fractions)}")
 
     @classmethod
-    def of(cls, num_images, image_size, seed, fractions, max_shapes=MAX_SHAPES) -> "SyntheticParameters":
+    def of(cls, num_images, image_size, seed, fractions, max_shapes=MAX_SHAPES,
+           min_shape_size=MIN_SHAPE_SIZE) -> "SyntheticParameters":
         return cls(int(num_images), int(image_size), int(seed), tuple(float(f) for f in fractions),
-                   int(max_shapes))
+                   int(max_shapes), float(min_shape_size))
 
     def to_dict(self) -> dict[str, Any]:
         payload = asdict(self)
@@ -178,10 +185,11 @@ def _pick_colour(rng: np.random.Generator, background_under: np.ndarray) -> np.n
 
 
 def sample_shapes(rng: np.random.Generator, size: int, background: np.ndarray,
-                  max_shapes: int = MAX_SHAPES) -> list[Shape]:
-    """0..max_shapes random shapes in painting order (later ones paint over earlier ones)."""
+                  max_shapes: int = MAX_SHAPES, min_shape_size: float = MIN_SHAPE_SIZE) -> list[Shape]:
+    """0..max_shapes random shapes in painting order (later ones paint over earlier ones),
+    diameters log-uniform in [min_shape_size, MAX_SHAPE_SIZE] of the image side (>= 8 px)."""
     count = 0 if rng.random() < EMPTY_IMAGE_PROBABILITY else int(rng.integers(1, max_shapes + 1))
-    smallest, largest = max(8.0, 0.04 * size), 0.55 * size
+    smallest, largest = max(8.0, min_shape_size * size), MAX_SHAPE_SIZE * size
     shapes = []
     for _ in range(count):
         category_id = int(rng.choice([CIRCLE_ID, RECTANGLE_ID, TRIANGLE_ID]))
@@ -232,16 +240,16 @@ def paint(background: np.ndarray, shapes: list[Shape], keep: list[int],
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def render_image(seed: int, index: int, size: int,
-                 max_shapes: int = MAX_SHAPES) -> tuple[np.ndarray, list[int], np.ndarray]:
-    """Image `index` of the dataset with `seed` (and `max_shapes`).
+def render_image(seed: int, index: int, size: int, max_shapes: int = MAX_SHAPES,
+                 min_shape_size: float = MIN_SHAPE_SIZE) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """Image `index` of the dataset with `seed` (and the shape count and size options).
 
     Returns `(image uint8 [S, S, 3], category ids [K], instance masks bool [K, S, S])`,
     the masks being visible pixels only, in painting order.
     """
     rng = np.random.default_rng([seed, index])
     background = render_background(rng, size)
-    shapes = sample_shapes(rng, size, background, max_shapes)
+    shapes = sample_shapes(rng, size, background, max_shapes, min_shape_size)
     keep, owner = visible_shapes(shapes, size)
     image = paint(background, shapes, keep, rng)
     masks = np.stack([owner == k for k in keep]) if keep else np.zeros((0, size, size), bool)
@@ -318,7 +326,8 @@ def _write_dataset(root: Path, params: SyntheticParameters) -> None:
     images, annotations_by_image = {}, {}
     next_annotation_id = 1
     for index in range(params.num_images):
-        image, category_ids, masks = render_image(params.seed, index, params.image_size, params.max_shapes)
+        image, category_ids, masks = render_image(params.seed, index, params.image_size, params.max_shapes,
+                                                  params.min_shape_size)
         name, image_id = image_file_name(index), index + 1
         write_png(image, root / "images" / name)
         write_png(semantic_label_map(masks, category_ids), root / "masks" / name)
@@ -371,7 +380,8 @@ def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
 
 def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_size: int = 256,
                        seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                       overwrite: bool = False, max_shapes: int = MAX_SHAPES) -> dict[str, Path]:
+                       overwrite: bool = False, max_shapes: int = MAX_SHAPES,
+                       min_shape_size: float = MIN_SHAPE_SIZE) -> dict[str, Path]:
     """Write the synthetic shapes dataset to `out_dir`; returns `{split: annotations JSON path}`.
 
     Files are written into a temporary sibling folder, then renamed to `out_dir`, so a
@@ -379,7 +389,7 @@ def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_
     Raises `DatasetError` if `out_dir` exists and is not empty, unless `overwrite`.
     """
     out_dir = Path(out_dir)
-    params = SyntheticParameters.of(num_images, image_size, seed, fractions, max_shapes)
+    params = SyntheticParameters.of(num_images, image_size, seed, fractions, max_shapes, min_shape_size)
     if _is_non_empty_dir(out_dir) and not overwrite:
         raise _exists_error(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -405,14 +415,15 @@ def read_manifest(dataset_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def ensure_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_size: int = 256,
                      seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                     max_shapes: int = MAX_SHAPES) -> dict[str, Path]:
+                     max_shapes: int = MAX_SHAPES, min_shape_size: float = MIN_SHAPE_SIZE
+                     ) -> dict[str, Path]:
     """Reuse the synthetic dataset in `out_dir` if it was made with these parameters, else make it.
 
     A folder with a synthetic manifest but other parameters is regenerated in place; a
     non-empty folder without a manifest is not ours to replace: `DatasetError`.
     """
     out_dir = Path(out_dir)
-    wanted = SyntheticParameters.of(num_images, image_size, seed, fractions, max_shapes)
+    wanted = SyntheticParameters.of(num_images, image_size, seed, fractions, max_shapes, min_shape_size)
     manifest = read_manifest(out_dir)
     paths = annotation_paths(out_dir)
     if manifest == wanted.to_dict() and all(p.is_file() for p in paths.values()):
@@ -422,7 +433,8 @@ def ensure_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_si
                            f"(no {MANIFEST_NAME}); refusing to replace it")
     try:
         return generate_synthetic(out_dir, num_images, image_size, seed, fractions,
-                                  overwrite=manifest is not None, max_shapes=max_shapes)
+                                  overwrite=manifest is not None, max_shapes=max_shapes,
+                                  min_shape_size=min_shape_size)
     except DatasetError:
         # Another process may have written the same dataset meanwhile: reuse it if so.
         if read_manifest(out_dir) == wanted.to_dict():

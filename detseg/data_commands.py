@@ -58,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-shapes", type=int, default=6,
                    help="most shapes per image (default 6; 1 gives single-object images)")
+    p.add_argument("--min-shape-size", type=float, default=0.04,
+                   help="smallest shape diameter as a fraction of the image side (default 0.04)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.set_defaults(func=_synth)
 
@@ -141,7 +143,8 @@ def _synth(args: argparse.Namespace) -> int:
     from data.synthetic import generate_synthetic
 
     paths = generate_synthetic(args.out, num_images=args.num_images, image_size=args.image_size,
-                               seed=args.seed, overwrite=args.overwrite, max_shapes=args.max_shapes)
+                               seed=args.seed, overwrite=args.overwrite, max_shapes=args.max_shapes,
+                               min_shape_size=args.min_shape_size)
     for split, path in paths.items():
         print(f"{split}: {path}", file=sys.stdout)
     return 0

@@ -53,6 +53,7 @@ class SyntheticDataConfig:
     image_size: int = 128
     seed: int = 0
     max_shapes: int = 6  # most shapes per image; 1: single-object images
+    min_shape_size: float = 0.04  # smallest shape diameter, a fraction of the image side
     dir: str | None = None  # default: <runs_dir>/synthetic/n<num_images>_s<image_size>_seed<seed>[_max<k>]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from data.coco import CocoDataset, LabelMap, load_coco
 from data.errors import DatasetError
-from data.synthetic import MAX_SHAPES, ensure_synthetic
+from data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE, ensure_synthetic
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,8 @@ def synthetic_dir(config) -> Path:
     name = f"n{synthetic.num_images}_s{synthetic.image_size}_seed{synthetic.seed}"
     if synthetic.max_shapes != MAX_SHAPES:
         name += f"_max{synthetic.max_shapes}"
+    if synthetic.min_shape_size != MIN_SHAPE_SIZE:
+        name += f"_min{synthetic.min_shape_size:g}"
     return Path(config.runs_dir) / "synthetic" / name
 
 
@@ -36,7 +38,8 @@ def resolve_training_data(config) -> TrainingData:
     if data.synthetic is not None:
         paths = ensure_synthetic(synthetic_dir(config), num_images=data.synthetic.num_images,
                                  image_size=data.synthetic.image_size, seed=data.synthetic.seed,
-                                 max_shapes=data.synthetic.max_shapes)
+                                 max_shapes=data.synthetic.max_shapes,
+                                 min_shape_size=data.synthetic.min_shape_size)
         train, val = load_coco(paths["train"]), load_coco(paths["val"])
     else:
         train = load_coco(data.train, data.images)

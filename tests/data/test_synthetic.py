@@ -187,12 +187,18 @@ def test_ensure_reuses_then_regenerates_on_new_parameters(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # no staging folders left
 
 
-def test_max_shapes_bounds_the_objects_per_image_and_is_part_of_the_manifest(tmp_path):
+def test_shape_count_and_size_options_hold_and_are_part_of_the_manifest(tmp_path):
     root = tmp_path / "single"
-    ensure_synthetic(root, num_images=30, image_size=64, seed=1, max_shapes=1)
-    counts = [len(record.annotations) for split in _all_splits(root) for record in split.images]
+    ensure_synthetic(root, num_images=30, image_size=128, seed=1, max_shapes=1, min_shape_size=0.3)
+    records = [record for split in _all_splits(root) for record in split.images]
+    counts = [len(record.annotations) for record in records]
     assert max(counts) == 1 and sum(counts) >= 20  # a few images are empty by design
-    assert json.loads((root / MANIFEST_NAME).read_text())["max_shapes"] == 1
+    # A shape's diameter is at least 0.3 * 128 px; rotation and aspect keep its box's
+    # longer side above about 0.3 * 128 / sqrt(3) (aspect up to 3:1).
+    longest = [max(a.bbox[2], a.bbox[3]) for r in records for a in r.annotations]
+    assert min(longest) >= 0.3 * 128 / 3 ** 0.5 - 1
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    assert manifest["max_shapes"] == 1 and manifest["min_shape_size"] == 0.3
     ensure_synthetic(root, num_images=30, image_size=64, seed=1)  # the default: several shapes again
     assert max(len(r.annotations) for split in _all_splits(root) for r in split.images) > 1
 
@@ -218,6 +224,7 @@ def test_existing_folders_are_protected(tmp_path):
     ({"num_images": 0}, "num_images"),
     ({"image_size": 8}, "image_size"),
     ({"max_shapes": 0}, "max_shapes"),
+    ({"min_shape_size": 0.9}, "min_shape_size"),
 ])
 def test_bad_parameters_are_named(tmp_path, kwargs, field):
     with pytest.raises(DatasetError, match=field):
