@@ -21,7 +21,10 @@ into `[pad_y : pad_y + resized_h, pad_x : pad_x + resized_w]`; the rest is `pad_
 Dense outputs (class maps, logits, masks) may have any resolution `Hm x Wm` as long as
 they cover the whole `S x S` frame; they are resampled at the centres of the original
 pixels (bilinear for scores, nearest for class ids), so a stride-4 head maps back as
-well as a full-resolution one.
+well as a full-resolution one. Bilinear samples stay within the image's own part of the
+map (between the centres of its first and last frame pixels), as cropping that part and
+then resizing it would: an image's border pixels never blend in what the model predicted
+over the letterbox padding.
 
 The defaults are the training pipeline's letterbox (`pipelines/letterbox.py`: centred,
 PAD_PIXEL_VALUE 114, the same rounding), which serving may not import: keep the formula
@@ -136,7 +139,8 @@ def dense_to_original(dense: tf.Tensor, transform: dict[str, tf.Tensor], frame_s
 
     `transform` holds scalars for this image; `out_height x out_width` is normally the
     original size. `method` "bilinear" (scores, logits, mask probabilities; float32 out)
-    or "nearest" (class ids; dtype kept). Samples outside the map clamp to its edge.
+    or "nearest" (class ids; dtype kept). Bilinear samples clamp to the image's part of
+    the map (see the module doc); nearest samples of original pixel centres fall inside it.
     """
     map_h = tf.shape(dense)[0]
     map_w = tf.shape(dense)[1]
@@ -151,8 +155,24 @@ def dense_to_original(dense: tf.Tensor, transform: dict[str, tf.Tensor], frame_s
     if method != "bilinear":
         raise ValueError(f"dense resampling method must be 'bilinear' or 'nearest', got {method!r}")
     dense = tf.cast(dense, tf.float32)
-    dense = _interpolate_axis(dense, ys - 0.5, map_h, axis=0)
-    return _interpolate_axis(dense, xs - 0.5, map_w, axis=1)
+    rows = _index_positions_inside_image(ys, transform["pad_y"], transform["resized_h"], map_h, frame_size)
+    cols = _index_positions_inside_image(xs, transform["pad_x"], transform["resized_w"], map_w, frame_size)
+    dense = _interpolate_axis(dense, rows, map_h, axis=0)
+    return _interpolate_axis(dense, cols, map_w, axis=1)
+
+
+def _index_positions_inside_image(positions: tf.Tensor, pad: tf.Tensor, resized: tf.Tensor,
+                                  map_length: tf.Tensor, frame_size: int) -> tf.Tensor:
+    """Continuous map coordinates -> index-space positions (`- 0.5`), clamped to the image's part.
+
+    The limits are the centres of the image's first and last frame pixels in map index
+    space, so interpolation never reaches into the letterbox padding (on a full-resolution
+    map this equals cropping `[pad : pad + resized]` and resizing it bilinearly).
+    """
+    frame_to_map = tf.cast(map_length, tf.float32) / frame_size
+    first = (pad + 0.5) * frame_to_map - 0.5
+    last = (pad + resized - 0.5) * frame_to_map - 0.5
+    return tf.clip_by_value(positions - 0.5, first, last)
 
 
 def _interpolate_axis(values: tf.Tensor, positions: tf.Tensor, length: tf.Tensor, axis: int) -> tf.Tensor:
