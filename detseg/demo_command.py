@@ -1,23 +1,31 @@
 """`detseg demo`: the main job on the embedded synthetic dataset, step by step.
 
-Synthesize -> validate -> describe -> augmented batches drawn to PNG -> train a small YOLO
-(frozen-backbone stage, then fine-tuning) -> COCO evaluation report -> SavedModel export
--> the embedded TF-Serving-compatible server on 127.0.0.1 -> predictions over its REST
-API, drawn. Every step prints what it did and where its files are. The dataset and the
-finished training run are reused when the demo runs again.
+Synthesize -> validate -> describe -> augmented batches drawn to PNG -> a brief
+classification + localization run (its metrics printed) -> train a small YOLO (backbone
+pretrained on object crops, frozen-backbone stage, then fine-tuning) -> COCO evaluation
+report -> SavedModel export -> the embedded TF-Serving-compatible server on 127.0.0.1 ->
+predictions over its REST API, drawn. Every step prints what it did and where its files
+are. The dataset and the finished training runs are reused when the demo runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import time
 from pathlib import Path
 
-DEMO_IMAGES = 200
+DEMO_IMAGES = 400
 DEMO_IMAGE_SIZE = 256
 DEMO_SEED = 0
 PREVIEW_BATCH = 8
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo_yolo.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DEMO_CONFIG = CONFIGS / "demo_yolo.yaml"
+CLSLOC_CONFIG = CONFIGS / "demo_clsloc.yaml"
+CLSLOC_METRICS = ("accuracy", "mean_iou", "localization_accuracy")
+PRETRAIN_BACKBONE = "tiny"  # the backbone of both demo configs
+PRETRAIN_IMAGE_SIZE = 64
+PRETRAIN_EPOCHS = 10
 MODEL_NAME = "shapes"
 PREDICTED_IMAGES = 4
 
@@ -37,11 +45,16 @@ def run_demo(args: argparse.Namespace) -> int:
         return 1
     _step("3. statistics", _describe, splits)
     _step("4. augmented batches", _preview_batches, splits, out, args.seed)
-    run_dir = _step("5. train YOLO (stage 1: frozen backbone, stage 2: fine-tuning)", _train, out, args.seed)
-    _step("6. COCO evaluation report", _command, ["evaluate", str(run_dir), "--annotations",
+    weights = _step("5. pretrain the backbone on object crops (transfer learning, offline)", _pretrain,
+                    splits, out, args.seed)
+    _step("6. classification + localization, briefly (single-object images)", _train_clsloc,
+          out, weights, args.seed)
+    run_dir = _step("7. train YOLO (stage 1: frozen backbone, stage 2: fine-tuning)",
+                    _train, out, weights, args.seed)
+    _step("8. COCO evaluation report", _command, ["evaluate", str(run_dir), "--annotations",
                                                   str(splits["test"]), "--out", str(out / "report")])
-    version = _step("7. export a SavedModel for TF Serving", _export, run_dir, out)
-    _step("8. serve it and predict over the REST API", _serve_and_predict, version.parent, splits, out)
+    version = _step("9. export a SavedModel for TF Serving", _export, run_dir, out)
+    _step("10. serve it and predict over the REST API", _serve_and_predict, version.parent, splits, out)
     print(f"\ndemo finished: everything is in {out}/ (open {out}/report/report.html)")
     return 0
 
@@ -103,15 +116,52 @@ def _preview_batches(splits: dict[str, Path], out: Path, seed: int) -> None:
     print(f"   {len(drawn)} augmented images with their boxes and masks -> {path}")
 
 
-def _train(out: Path, seed: int) -> Path:
+def _pretrain(splits: dict[str, Path], out: Path, seed: int) -> Path:
+    """`detseg pretrain` on the train split's object crops; reused when the demo runs again."""
+    from training.pretrain import pretrain_backbone
+
+    folder = out / "backbone"
+    weights = folder / f"{PRETRAIN_BACKBONE}.weights.h5"
+    if weights.is_file():
+        print(f"   reusing {weights}")
+        return weights
+    staging = out / ".backbone-staging"  # renamed when complete: a half-written file is never reused
+    shutil.rmtree(staging, ignore_errors=True)
+    result = pretrain_backbone(splits["train"], PRETRAIN_BACKBONE, PRETRAIN_IMAGE_SIZE, PRETRAIN_EPOCHS,
+                               staging / weights.name, seed=seed,
+                               log=lambda message: print(f"   {message}", flush=True))
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.rename(folder)
+    print(f"   crop classifier accuracy: train {result.train_accuracy:.3f}, val {result.val_accuracy:.3f}"
+          f" -> {weights}")
+    return weights
+
+
+def _train_config(config_path: Path, out: Path, weights: Path, seed: int, overrides: list[str]):
     from training.config import load_config
+
+    return load_config(config_path, [f"runs_dir={out / 'runs'}", f"model.weights={weights}",
+                                     "pretrain.epochs=0", *overrides])
+
+
+def _train_clsloc(out: Path, weights: Path, seed: int) -> None:
+    """One object per image, as classification + localization assumes (its own small set)."""
+    from training.trainer import train
+
+    overrides = [f"data.synthetic.dir={out / 'synthetic_single'}", f"data.synthetic.seed={seed}"]
+    result = train(_train_config(CLSLOC_CONFIG, out, weights, seed, overrides),
+                   log=lambda message: print(f"   {message}", flush=True))
+    metrics = ", ".join(f"{name} {result.metrics[name]:.3f}" for name in CLSLOC_METRICS)
+    print(f"   on {result.metrics['num_samples']} val images: {metrics}; run: {result.run_dir}")
+
+
+def _train(out: Path, weights: Path, seed: int) -> Path:
     from training.trainer import train
 
     # The same generator parameters as step 1, so the trainer reuses the demo's dataset.
-    config = load_config(DEMO_CONFIG, [f"runs_dir={out / 'runs'}", f"data.synthetic.dir={out / 'synthetic'}",
-                                       f"data.synthetic.num_images={DEMO_IMAGES}",
-                                       f"data.synthetic.image_size={DEMO_IMAGE_SIZE}",
-                                       f"data.synthetic.seed={seed}"])
+    overrides = [f"data.synthetic.dir={out / 'synthetic'}", f"data.synthetic.num_images={DEMO_IMAGES}",
+                 f"data.synthetic.image_size={DEMO_IMAGE_SIZE}", f"data.synthetic.seed={seed}"]
+    config = _train_config(DEMO_CONFIG, out, weights, seed, overrides)
     result = train(config, log=lambda message: print(f"   {message}", flush=True))
     print(f"   {result.headline_metric} on val: {result.metrics[result.headline_metric]:.3f}; run: {result.run_dir}")
     return result.run_dir

@@ -38,7 +38,7 @@ from models.backbones import build_backbone
 from models.classification_localization import build_classifier
 
 CROP_MARGIN = 0.1
-MAX_CONTEXT_MARGIN = 1.5  # training crops: up to 1.5 object sizes of context on a side
+MAX_CONTEXT_MARGIN = 0.5  # training crops: up to half the object size of context on a side
 VAL_FRACTION = 0.1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 BRIGHTNESS_DELTA = 25.0  # pixels (0..255 scale)

@@ -86,8 +86,9 @@ def train(config: TrainConfig, restart: bool = False, verbose: int | None = None
     metrics = evaluate_model(session, model)
     run_dir.write_json(run_dir.evaluation_path, metrics)
     run_dir.write_state(replace(state, run_done=True))
-    log(f"done: {family.headline_metric} = {metrics.get(family.headline_metric)} on "
-        f"{len(data.val.images)} val images; model in {run_dir.model_path}")
+    scored = metrics.get("num_samples", metrics.get("num_images", len(data.val.images)))
+    log(f"done: {family.headline_metric} = {_formatted(metrics.get(family.headline_metric))} on "
+        f"{scored} val images; model in {run_dir.model_path}")
     return TrainResult(run_dir.root, metrics, family.headline_metric, resumed)
 
 
@@ -137,3 +138,7 @@ def _result(run_dir: RunDirectory, headline: str, resumed: bool) -> TrainResult:
 
     metrics = json.loads(run_dir.evaluation_path.read_text(encoding="utf-8"))
     return TrainResult(run_dir.root, metrics, headline, resumed)
+
+
+def _formatted(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
