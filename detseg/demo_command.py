@@ -27,6 +27,8 @@ PRETRAIN_BACKBONE = "tiny"  # the backbone of both demo configs
 PRETRAIN_IMAGE_SIZE = 64
 PRETRAIN_EPOCHS = 10
 MODEL_NAME = "shapes"
+SHAPES_DIR = "data/shapes"  # the demo's dataset: DIR/data/ holds the images the demo used
+SINGLE_SHAPES_DIR = "data/single_shapes"  # one object per image, for classification + localization
 PREDICTED_IMAGES = 4
 
 
@@ -70,7 +72,7 @@ def _step(title: str, function, *args):
 def _synthesize(out: Path, seed: int) -> dict[str, Path]:
     from data.synthetic import ensure_synthetic
 
-    splits = ensure_synthetic(out / "synthetic", num_images=DEMO_IMAGES, image_size=DEMO_IMAGE_SIZE, seed=seed)
+    splits = ensure_synthetic(out / SHAPES_DIR, num_images=DEMO_IMAGES, image_size=DEMO_IMAGE_SIZE, seed=seed)
     for name, path in splits.items():
         print(f"   {name}: {path}")
     return splits
@@ -148,7 +150,7 @@ def _train_clsloc(out: Path, weights: Path, seed: int) -> None:
     """One object per image, as classification + localization assumes (its own small set)."""
     from training.trainer import train
 
-    overrides = [f"data.synthetic.dir={out / 'synthetic_single'}", f"data.synthetic.seed={seed}"]
+    overrides = [f"data.synthetic.dir={out / SINGLE_SHAPES_DIR}", f"data.synthetic.seed={seed}"]
     result = train(_train_config(CLSLOC_CONFIG, out, weights, seed, overrides),
                    log=lambda message: print(f"   {message}", flush=True))
     metrics = ", ".join(f"{name} {result.metrics[name]:.3f}" for name in CLSLOC_METRICS)
@@ -159,7 +161,7 @@ def _train(out: Path, weights: Path, seed: int) -> Path:
     from training.trainer import train
 
     # The same generator parameters as step 1, so the trainer reuses the demo's dataset.
-    overrides = [f"data.synthetic.dir={out / 'synthetic'}", f"data.synthetic.num_images={DEMO_IMAGES}",
+    overrides = [f"data.synthetic.dir={out / SHAPES_DIR}", f"data.synthetic.num_images={DEMO_IMAGES}",
                  f"data.synthetic.image_size={DEMO_IMAGE_SIZE}", f"data.synthetic.seed={seed}"]
     config = _train_config(DEMO_CONFIG, out, weights, seed, overrides)
     result = train(config, log=lambda message: print(f"   {message}", flush=True))
