@@ -32,6 +32,7 @@ from models.clsloc_losses import (
     classification_loss, localization_hits, object_mask)
 
 BOX_POOLINGS = ("flatten", "average")
+CLASS_POOLINGS = ("average", "max")
 FEATURE_LEVEL = "P5"
 
 
@@ -41,10 +42,12 @@ class ClassificationLocalizationError(ValueError):
 
 def build_clsloc_head(feature_shape, num_classes: int, hidden_units: int = 256,
                       box_channels: int = 32, dropout: float = 0.2, box_pooling: str = "flatten",
-                      name: str = "clsloc_head") -> keras.Model:
+                      class_pooling: str = "average", name: str = "clsloc_head") -> keras.Model:
     """The head: P5 features `[B, h, w, c]` -> class logits `[B, C]` and a normalized box `[B, 4]`.
 
-    Class branch: global average pooling -> dense(hidden_units, relu) -> dense(C).
+    Class branch: global pooling -> dense(hidden_units, relu) -> dense(C). Average
+    pooling (default) mixes the object's features with the background's; `"max"` keeps
+    the strongest response per channel, which suits small objects on busy backgrounds.
     Box branch: with `box_pooling="flatten"` (default) a 1x1 conv to `box_channels`
     then flatten, which keeps WHERE the features are: global pooling throws position
     away, and a frozen backbone (stage 1) cannot learn to encode it in the channels.
@@ -54,10 +57,15 @@ def build_clsloc_head(feature_shape, num_classes: int, hidden_units: int = 256,
     if box_pooling not in BOX_POOLINGS:
         raise ClassificationLocalizationError(
             f"box_pooling {box_pooling!r}: expected one of {BOX_POOLINGS}")
+    if class_pooling not in CLASS_POOLINGS:
+        raise ClassificationLocalizationError(
+            f"class_pooling {class_pooling!r}: expected one of {CLASS_POOLINGS}")
     if int(num_classes) < 1:
         raise ClassificationLocalizationError(f"num_classes must be >= 1, got {num_classes}")
     features = keras.Input(shape=tuple(int(dim) for dim in feature_shape), name="features")
-    pooled = keras.layers.GlobalAveragePooling2D(name="class_pool")(features)
+    pooling = (keras.layers.GlobalMaxPooling2D if class_pooling == "max"
+               else keras.layers.GlobalAveragePooling2D)
+    pooled = pooling(name="class_pool")(features)
     x = keras.layers.Dropout(dropout, name="class_dropout")(pooled)
     x = keras.layers.Dense(hidden_units, activation="relu", name="class_hidden")(x)
     logits = keras.layers.Dense(int(num_classes), name="class_logits")(x)

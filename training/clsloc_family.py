@@ -30,6 +30,7 @@ class ClsLocHeadConfig:
     box_channels: int = 32
     dropout: float = 0.2
     box_pooling: Literal["flatten", "average"] = "flatten"
+    class_pooling: Literal["average", "max"] = "average"
     box_loss: Literal["smooth_l1", "giou"] = "smooth_l1"
     class_loss_weight: float = 1.0
     box_loss_weight: float = 1.0
@@ -39,7 +40,7 @@ class ClsLocHeadConfig:
 def build_head(feature_shapes: dict[str, tuple], num_classes: int, head: ClsLocHeadConfig):
     return build_clsloc_head(feature_shapes[FEATURE_LEVEL], num_classes, hidden_units=head.hidden_units,
                              box_channels=head.box_channels, dropout=head.dropout,
-                             box_pooling=head.box_pooling)
+                             box_pooling=head.box_pooling, class_pooling=head.class_pooling)
 
 
 def build_model(backbone, head_model, head: ClsLocHeadConfig, image_size: int):

@@ -193,9 +193,22 @@ def test_mismatches_are_explained(tiny_model):
         ClassificationLocalizationModel(tiny_model.backbone, tiny_model.head, box_loss="l2")
     with pytest.raises(ClassificationLocalizationError, match="box_pooling"):
         build_clsloc_head((2, 2, 8), 3, box_pooling="max")
+    with pytest.raises(ClassificationLocalizationError, match="class_pooling"):
+        build_clsloc_head((2, 2, 8), 3, class_pooling="flatten")
 
 
 def test_average_pooling_head_has_the_same_contract():
     head = build_clsloc_head((2, 2, 8), 4, box_pooling="average")
     outputs = head(np.zeros((3, 2, 2, 8), np.float32))
     assert outputs["class_logits"].shape == (3, 4) and outputs["box_normalized"].shape == (3, 4)
+
+
+def test_max_pooled_class_branch_answers_to_the_strongest_cell_only():
+    features = np.zeros((1, 2, 2, 8), np.float32)
+    features[0, 0, 1] = 5.0  # the object's cell
+    busier = features.copy()
+    busier[0, 1, 0] = 1.0  # weaker background responses elsewhere
+    for pooling, unchanged in (("max", True), ("average", False)):
+        head = build_clsloc_head((2, 2, 8), 4, class_pooling=pooling, dropout=0.0)
+        same = np.allclose(head(features)["class_logits"], head(busier)["class_logits"], atol=1e-6)
+        assert same == unchanged, pooling
