@@ -64,3 +64,22 @@ def is_chief_task(resolver) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def wait_for_all_workers(strategy: tf.distribute.Strategy) -> None:
+    """A barrier across the workers of a MultiWorkerMirroredStrategy; a no-op otherwise.
+
+    Every worker all-reduces one number, which returns only when all have called it. The
+    chief writes checkpoints in `fit`'s callbacks; the others read them afterwards (the
+    stage-1 head for stage 2, the best weights for the final model), so each stage ends
+    here: without it a fast worker looked for a file the chief had not written yet.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    @tf.function
+    def all_reduce():
+        ones = strategy.run(lambda: tf.constant(1.0))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, ones, axis=None)
+
+    all_reduce()

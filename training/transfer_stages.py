@@ -37,6 +37,7 @@ from training.model_family import ModelFamily
 from training.multiworker_fit import fit_multiworker
 from training.run_directory import RunDirectory, RunState
 from training.schedules import schedule_for_stage
+from training.strategy import wait_for_all_workers
 from training.training_data import TrainingData
 
 FEATURE_BATCH_SIZE = 32  # batch size of the one-off feature extraction pass
@@ -238,6 +239,7 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     stopped_before = early.enabled and patience_used_up(state, early.patience)
     if state.epochs_done < epochs and not stopped_before:
         _fit(session, model, train_batches, val_batches, epochs, state.epochs_done, callbacks)
+    wait_for_all_workers(session.strategy)  # the chief's checkpoints exist for every worker
     if nan_stop.diverged_at is not None:
         raise diverged_error(nan_stop, state.stage, lr_key)
     if checkpoint.stopped_early:
