@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="validate, convert, split, describe or synthesize datasets")
@@ -56,10 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-images", type=int, default=200)
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-shapes", type=int, default=6,
-                   help="most shapes per image (default 6; 1 gives single-object images)")
-    p.add_argument("--min-shape-size", type=float, default=0.04,
-                   help="smallest shape diameter as a fraction of the image side (default 0.04)")
+    p.add_argument("--max-shapes", type=int, default=MAX_SHAPES,
+                   help=f"most shapes per image (default {MAX_SHAPES}; 1 gives single-object images)")
+    p.add_argument("--min-shape-size", type=float, default=MIN_SHAPE_SIZE,
+                   help=f"smallest shape diameter as a fraction of the image side (default {MIN_SHAPE_SIZE})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in --out")
     p.set_defaults(func=_synth)
 

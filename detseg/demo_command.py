@@ -139,7 +139,7 @@ def _pretrain(splits: dict[str, Path], out: Path, seed: int) -> Path:
     return weights
 
 
-def _train_config(config_path: Path, out: Path, weights: Path, seed: int, overrides: list[str]):
+def _train_config(config_path: Path, out: Path, weights: Path, overrides: list[str]):
     from training.config import load_config
 
     return load_config(config_path, [f"runs_dir={out / 'runs'}", f"model.weights={weights}",
@@ -151,7 +151,7 @@ def _train_clsloc(out: Path, weights: Path, seed: int) -> None:
     from training.trainer import train
 
     overrides = [f"data.synthetic.dir={out / SINGLE_SHAPES_DIR}", f"data.synthetic.seed={seed}"]
-    result = train(_train_config(CLSLOC_CONFIG, out, weights, seed, overrides),
+    result = train(_train_config(CLSLOC_CONFIG, out, weights, overrides),
                    log=lambda message: print(f"   {message}", flush=True))
     metrics = ", ".join(f"{name} {result.metrics[name]:.3f}" for name in CLSLOC_METRICS)
     print(f"   on {result.metrics['num_samples']} val images: {metrics}; run: {result.run_dir}")
@@ -163,7 +163,7 @@ def _train(out: Path, weights: Path, seed: int) -> Path:
     # The same generator parameters as step 1, so the trainer reuses the demo's dataset.
     overrides = [f"data.synthetic.dir={out / SHAPES_DIR}", f"data.synthetic.num_images={DEMO_IMAGES}",
                  f"data.synthetic.image_size={DEMO_IMAGE_SIZE}", f"data.synthetic.seed={seed}"]
-    config = _train_config(DEMO_CONFIG, out, weights, seed, overrides)
+    config = _train_config(DEMO_CONFIG, out, weights, overrides)
     result = train(config, log=lambda message: print(f"   {message}", flush=True))
     print(f"   {result.headline_metric} on val: {result.metrics[result.headline_metric]:.3f}; run: {result.run_dir}")
     return result.run_dir

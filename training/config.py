@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import yaml
 
+from data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE
 from pipelines.augment import AugmentConfig
 from training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
                                      read_yaml_mapping, to_mapping)
@@ -52,8 +53,8 @@ class SyntheticDataConfig:
     num_images: int = 200
     image_size: int = 128
     seed: int = 0
-    max_shapes: int = 6  # most shapes per image; 1: single-object images
-    min_shape_size: float = 0.04  # smallest shape diameter, a fraction of the image side
+    max_shapes: int = MAX_SHAPES  # most shapes per image; 1: single-object images
+    min_shape_size: float = MIN_SHAPE_SIZE  # smallest shape diameter, a fraction of the image side
     dir: str | None = None  # default: <runs_dir>/synthetic/n<num_images>_s<image_size>_seed<seed>[_max<k>]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from models.faster_rcnn import build_faster_rcnn
+from models.faster_rcnn_options import TwoStageOptions
 from models.mask_rcnn import build_mask_rcnn
 from pipelines.batch_contract import DETECTION, INSTANCE
 from training.detection_evaluation import coco_evaluator
@@ -18,6 +19,7 @@ from training.model_family import ModelFamily
 from training.one_stage_families import no_compile_arguments
 
 LEVELS = ("P3", "P4", "P5")
+MODEL_DEFAULTS = TwoStageOptions()  # the config's defaults are the model's own
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,12 @@ class TwoStageHeadConfig:
     box_head_units: int = 256
     mask_channels: int = 64
     mask_convs: int = 2
-    anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0)
-    anchor_scales: tuple[float, ...] = (1.0, 2.0)
-    anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
-    rpn_samples: int = 256
-    rois_per_image: int = 128
-    roi_positive_fraction: float = 0.25
+    anchor_sizes: tuple[float, ...] = MODEL_DEFAULTS.anchor_sizes
+    anchor_scales: tuple[float, ...] = MODEL_DEFAULTS.anchor_scales
+    anchor_ratios: tuple[float, ...] = MODEL_DEFAULTS.anchor_ratios
+    rpn_samples: int = MODEL_DEFAULTS.rpn_samples
+    rois_per_image: int = MODEL_DEFAULTS.rois_per_image
+    roi_positive_fraction: float = MODEL_DEFAULTS.roi_positive_fraction
     masks_per_image: int = 32
     canonical_size: float = 112.0
     score_threshold: float = 0.05
