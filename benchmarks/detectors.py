@@ -36,25 +36,24 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data.coco import load_coco  # noqa: E402
-from data.synthetic import ensure_synthetic  # noqa: E402
-from evaluation.coco_eval import evaluate_coco  # noqa: E402
-from evaluation.coco_results import predictions_to_coco_results  # noqa: E402
-from models.backbones import build_backbone  # noqa: E402
-from models.nms import NmsConfig, batched_nms  # noqa: E402
-from models.ssd_detector import build_ssd_detector  # noqa: E402
-from models.ssd_head import SsdHeadConfig  # noqa: E402
-from models.yolo_detector import build_yolo_detector  # noqa: E402
-from models.yolo_head import YoloHeadConfig  # noqa: E402
-from pipelines.augment import AugmentConfig  # noqa: E402
-from pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from pipelines.letterbox import boxes_to_original  # noqa: E402
+from detseg.data.coco import load_coco  # noqa: E402
+from detseg.data.synthetic import ensure_synthetic  # noqa: E402
+from detseg.evaluation.coco_eval import evaluate_coco  # noqa: E402
+from detseg.evaluation.coco_results import predictions_to_coco_results  # noqa: E402
+from detseg.models.backbones.registry import build_backbone  # noqa: E402
+from detseg.models.ops.nms import NmsConfig, batched_nms  # noqa: E402
+from detseg.models.ssd.detector import build_ssd_detector  # noqa: E402
+from detseg.models.ssd.head import SsdHeadConfig  # noqa: E402
+from detseg.models.yolo.detector import build_yolo_detector  # noqa: E402
+from detseg.models.yolo.head import YoloHeadConfig  # noqa: E402
+from detseg.pipelines.augment import AugmentConfig  # noqa: E402
+from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
+from detseg.pipelines.letterbox import boxes_to_original  # noqa: E402
 
 MODELS = ("yolo", "kerascv_yolov8", "ssd")
 EVAL_NMS = NmsConfig(iou_threshold=0.6, score_threshold=0.001, max_detections=100)

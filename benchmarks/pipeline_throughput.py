@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import tensorflow as tf  # noqa: E402
 
-from data.coco import load_coco  # noqa: E402
-from data.synthetic import ensure_synthetic  # noqa: E402
-from pipelines import AugmentConfig, build_dataset  # noqa: E402
+from detseg.data.coco import load_coco  # noqa: E402
+from detseg.data.synthetic import ensure_synthetic  # noqa: E402
+from detseg.pipelines import AugmentConfig, build_dataset  # noqa: E402
 
 WARMUP_BATCHES = 3
 

@@ -36,14 +36,14 @@ import keras_cv
 import numpy as np
 import tensorflow as tf
 
-from data.coco import load_coco
-from data.synthetic import ensure_synthetic
-from evaluation.semantic_metrics import SemanticSegmentationMetrics
-from models.backbones import build_backbone
-from models.fcn import FCN
-from models.segmentation_losses import SegmentationLoss
-from models.unet import UNet
-from pipelines.dataset import build_dataset
+from detseg.data.coco import load_coco
+from detseg.data.synthetic import ensure_synthetic
+from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.segmentation.fcn import FCN
+from detseg.models.segmentation.losses import SegmentationLoss
+from detseg.models.segmentation.unet import UNet
+from detseg.pipelines.dataset import build_dataset
 
 MODEL_NAMES = ("unet", "fcn8s", "deeplabv3plus")
 OURS = ("unet", "fcn8s")

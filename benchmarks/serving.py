@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import io  # noqa: E402
 
@@ -45,9 +44,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from serving.client import ServingClient  # noqa: E402
-from serving.export import export_saved_model  # noqa: E402
-from serving.serving_module import ServingModule  # noqa: E402
+from detseg.serving.client import ServingClient  # noqa: E402
+from detseg.serving.export import export_saved_model  # noqa: E402
+from detseg.serving.serving_module import ServingModule  # noqa: E402
 
 MODEL_NAME = "bench"
 CLASS_NAMES = ["circle", "square", "triangle"]
@@ -55,8 +54,8 @@ CLASS_NAMES = ["circle", "square", "triangle"]
 
 def build_module(kind: str, image_size: int) -> ServingModule:
     if kind == "yolo":
-        from models.backbones import build_backbone
-        from models.yolo_detector import build_yolo_detector
+        from detseg.models.backbones.registry import build_backbone
+        from detseg.models.yolo.detector import build_yolo_detector
 
         model = build_yolo_detector(build_backbone("tiny", (image_size, image_size)), num_classes=len(CLASS_NAMES))
         return ServingModule(model.detect, task="detection", letterbox=image_size, label_names=CLASS_NAMES,

@@ -19,25 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data.coco import load_coco  # noqa: E402
-from data.synthetic import ensure_synthetic  # noqa: E402
-from evaluation.coco_eval import evaluate_coco  # noqa: E402
-from evaluation.coco_results import predictions_to_coco_results  # noqa: E402
-from models.backbones import build_backbone  # noqa: E402
-from models.faster_rcnn import build_faster_rcnn  # noqa: E402
-from models.mask_rcnn import build_mask_rcnn  # noqa: E402
-from pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from pipelines.letterbox import boxes_to_original, masks_to_original  # noqa: E402
+from detseg.data.coco import load_coco  # noqa: E402
+from detseg.data.synthetic import ensure_synthetic  # noqa: E402
+from detseg.evaluation.coco_eval import evaluate_coco  # noqa: E402
+from detseg.evaluation.coco_results import predictions_to_coco_results  # noqa: E402
+from detseg.models.backbones.registry import build_backbone  # noqa: E402
+from detseg.models.rcnn.faster_rcnn import build_faster_rcnn  # noqa: E402
+from detseg.models.rcnn.mask_rcnn import build_mask_rcnn  # noqa: E402
+from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
+from detseg.pipelines.letterbox import boxes_to_original, masks_to_original  # noqa: E402
 
 MAX_OBJECTS = 16  # the synthetic images hold at most 6 shapes
 
@@ -51,7 +49,7 @@ def _two_stage(builder):
 
 def _yolo(backbone, num_classes: int, max_detections: int):
     """The one-stage reference of the same backbone (engineer J's YOLO, default head)."""
-    from models.yolo_detector import build_yolo_detector
+    from detseg.models.yolo.detector import build_yolo_detector
 
     return build_yolo_detector(backbone, num_classes)
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from data.errors import DatasetError
+from detseg.data.errors import DatasetError
 
 MASK_ALPHA = 0.45  # weight of the class colour over the image inside an instance mask
 SEMANTIC_ALPHA = 0.5

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from data.coco import decode_segmentation
-from data.json_values import describe, is_int, is_number
+from detseg.data.coco import decode_segmentation
+from detseg.data.json_values import describe, is_int, is_number
 
 # Polygon points may stick out of the image by this much (float rounding).
 POINT_TOLERANCE_PX = 1.0

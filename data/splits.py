@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from data.coco import CocoDataset
-from data.errors import DatasetError
+from detseg.data.coco import CocoDataset
+from detseg.data.errors import DatasetError
 
 SPLIT_NAMES = ("train", "val", "test")
 FRACTION_TOLERANCE = 1e-6

@@ -15,8 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from data.coco import Annotation, CocoDataset
-from data.errors import DatasetError
+from detseg.data.coco import Annotation, CocoDataset
+from detseg.data.errors import DatasetError
 
 SMALL_AREA = 32 ** 2
 MEDIUM_AREA = 96 ** 2

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
-from data.coco import encode_mask, read_json
-from data.errors import DatasetError
+from detseg.data.coco import encode_mask, read_json
+from detseg.data.errors import DatasetError
 
 # Bump when the generator's output changes, so `ensure_synthetic` does not reuse old data.
 GENERATOR_VERSION = 1

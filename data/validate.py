@@ -22,9 +22,9 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
-from data.coco import REQUIRED_TOP_LEVEL_KEYS, default_image_dir
-from data.json_values import describe, is_int, is_number, json_type
-from data.segmentation_checks import segmentation_problem
+from detseg.data.coco import REQUIRED_TOP_LEVEL_KEYS, default_image_dir
+from detseg.data.json_values import describe, is_int, is_number, json_type
+from detseg.data.segmentation_checks import segmentation_problem
 
 # Boxes and polygon points may stick out of the image by this much (float rounding).
 BOX_TOLERANCE_PX = 1.0

@@ -26,9 +26,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from data.coco import CocoDataset, dataset_from_dict, default_image_dir, read_json
-from data.errors import DatasetError
-from evaluation.coco_results import IOU_TYPES, MAX_IDS_IN_MESSAGE, load_coco_results
+from detseg.data.coco import CocoDataset, dataset_from_dict, default_image_dir, read_json
+from detseg.data.errors import DatasetError
+from detseg.evaluation.coco_results import IOU_TYPES, MAX_IDS_IN_MESSAGE, load_coco_results
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 NOT_MEASURED = -1  # pycocotools' entry where there is no ground truth to measure against

@@ -23,9 +23,9 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-from data.atomic_files import write_json_atomic
-from data.coco import CocoDataset, LabelMap, encode_mask, read_json
-from data.errors import DatasetError
+from detseg.data.atomic_files import write_json_atomic
+from detseg.data.coco import CocoDataset, LabelMap, encode_mask, read_json
+from detseg.data.errors import DatasetError
 
 IOU_TYPES = ("bbox", "segm")
 PADDED_CLASS = -1  # class index of padding rows in fixed-size prediction tensors

@@ -12,10 +12,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from data.coco import ImageRecord, LabelMap
-from evaluation.box_iou import pairwise_intersection, pairwise_iou
-from evaluation.coco_eval import GroundTruth, load_ground_truth
-from evaluation.coco_results import load_coco_results
+from detseg.data.coco import ImageRecord, LabelMap
+from detseg.evaluation.box_iou import pairwise_intersection, pairwise_iou
+from detseg.evaluation.coco_eval import GroundTruth, load_ground_truth
+from detseg.evaluation.coco_results import load_coco_results
 
 BACKGROUND_LABEL = "background"
 DEFAULT_IOU_THRESHOLD = 0.5

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Mapping, Sequence
 
-from data.errors import DatasetError
-from evaluation.coco_eval import GroundTruth, evaluate_coco, load_ground_truth
-from evaluation.coco_results import IOU_TYPES, Results, collect_coco_results
-from evaluation.detection_confusion import (DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD,
-                                            detection_confusion_matrix)
-from evaluation.report_contents import cocoeval_settings, dataset_summary, new_report
+from detseg.data.errors import DatasetError
+from detseg.evaluation.coco_eval import GroundTruth, evaluate_coco, load_ground_truth
+from detseg.evaluation.coco_results import IOU_TYPES, Results, collect_coco_results
+from detseg.evaluation.detection_confusion import (DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD,
+                                                   detection_confusion_matrix)
+from detseg.evaluation.report_contents import cocoeval_settings, dataset_summary, new_report
 
 
 def build_detection_report(gt: GroundTruth, results: str | os.PathLike | Sequence[Mapping[str, Any]],

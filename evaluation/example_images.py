@@ -13,10 +13,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from data.coco import CocoDataset, ImageRecord, decode_segmentation
-from data.draw import draw_annotations, save_png, side_by_side
-from data.errors import DatasetError
-from evaluation.coco_results import load_coco_results
+from detseg.data.coco import CocoDataset, ImageRecord, decode_segmentation
+from detseg.data.draw import draw_annotations, save_png, side_by_side
+from detseg.data.errors import DatasetError
+from detseg.evaluation.coco_results import load_coco_results
 
 DEFAULT_EXAMPLE_SCORE = 0.5
 EXAMPLES_DIR = "examples"

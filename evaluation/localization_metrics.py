@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.errors import DatasetError
-from evaluation.box_iou import paired_iou
+from detseg.data.errors import DatasetError
+from detseg.evaluation.box_iou import paired_iou
 
 LOCALIZATION_IOU_THRESHOLD = 0.5
 

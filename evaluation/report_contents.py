@@ -16,7 +16,7 @@ from typing import Any
 
 from pycocotools.cocoeval import Params
 
-from data.coco import CocoDataset
+from detseg.data.coco import CocoDataset
 
 REPORT_VERSION = 1
 

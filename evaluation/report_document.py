@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluation.coco_eval import STAT_NAMES
-from evaluation.report_render import Block, Heading, Image, Paragraph, Table
+from detseg.evaluation.coco_eval import STAT_NAMES
+from detseg.evaluation.report_render import Block, Heading, Image, Paragraph, Table
 
 NOT_AVAILABLE = "n/a"
 MAX_TABLE_CLASSES = 15  # larger confusion matrices are shown as a heatmap only

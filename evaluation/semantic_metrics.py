@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data.errors import DatasetError
+from detseg.data.errors import DatasetError
 
 IGNORE_LABEL = 255
 

@@ -31,15 +31,15 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from data.coco import CocoDataset, LabelMap, encode_mask
-from data.errors import DatasetError
-from evaluation.coco_eval import GroundTruth, load_ground_truth
-from evaluation.coco_results import PADDED_CLASS, Results
-from evaluation.detection_confusion import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD
-from evaluation.detection_report import evaluate_predictions
-from evaluation.localization_metrics import ClassificationLocalizationMetrics
-from evaluation.report_contents import dataset_summary, localization_report, semantic_report
-from evaluation.semantic_metrics import SemanticSegmentationMetrics
+from detseg.data.coco import CocoDataset, LabelMap, encode_mask
+from detseg.data.errors import DatasetError
+from detseg.evaluation.coco_eval import GroundTruth, load_ground_truth
+from detseg.evaluation.coco_results import PADDED_CLASS, Results
+from detseg.evaluation.detection_confusion import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD
+from detseg.evaluation.detection_report import evaluate_predictions
+from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
+from detseg.evaluation.report_contents import dataset_summary, localization_report, semantic_report
+from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
 
 DETECTION = "detection"
 INSTANCE = "instance"

@@ -4,15 +4,15 @@ Pure Keras 3 / TensorFlow / keras-cv: imports nothing else of detseg's. Every mo
 takes raw pixels (float32 `[B, H, W, 3]`, 0..255) and normalizes them inside.
 """
 
-from models.backbones import (
+from detseg.models.backbones.registry import (
     BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, build_backbone, feature_shape)
-from models.backbone_weights import BackboneError, BackboneWeightsError
-from models.classification_localization import (
+from detseg.models.backbones.weights import BackboneError, BackboneWeightsError
+from detseg.models.clsloc.classification_localization import (
     ClassificationLocalizationError, ClassificationLocalizationModel, build_classifier,
     build_clsloc_head)
-from models.clsloc_losses import BOX_LOSSES, NO_OBJECT
-from models.pixel_normalization import PixelNormalization
-from models.transfer import (
+from detseg.models.clsloc.losses import BOX_LOSSES, NO_OBJECT
+from detseg.models.backbones.pixel_normalization import PixelNormalization
+from detseg.models.backbones.transfer import (
     ALL_BLOCKS, TransferError, backbone_blocks, freeze, unfreeze_top_blocks, weights_fingerprint)
 
 __all__ = [

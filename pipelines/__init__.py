@@ -9,12 +9,12 @@ Public entry points:
 - the batch contract (task names, label codes) in `pipelines.batch_contract`
 """
 
-from pipelines.augment import AugmentConfig
-from pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,
-                                      PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS)
-from pipelines.dataset import PAD_IMAGE_ID, build_dataset, build_eval_dataset
-from pipelines.letterbox import (LetterboxTransform, boxes_to_original, boxes_to_original_tf,
-                                 letterbox_params, masks_to_original)
+from detseg.pipelines.augment import AugmentConfig
+from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,
+                                             PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS)
+from detseg.pipelines.dataset import PAD_IMAGE_ID, build_dataset, build_eval_dataset
+from detseg.pipelines.letterbox import (LetterboxTransform, boxes_to_original, boxes_to_original_tf,
+                                        letterbox_params, masks_to_original)
 
 __all__ = [
     "AugmentConfig", "build_dataset", "build_eval_dataset", "PAD_IMAGE_ID",

@@ -23,14 +23,14 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from data.coco import CocoDataset
-from data.errors import DatasetError
-from pipelines.augment import AugmentConfig
-from pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
-                                      SEMANTIC, SEMANTIC_IGNORE, TRANSFORM_SIZE, check_task)
-from pipelines.example import ExampleBuilder
-from pipelines.letterbox import PAD_PIXEL_VALUE
-from pipelines.records import PreparedImage, PreparedImages, prepare_images
+from detseg.data.coco import CocoDataset
+from detseg.data.errors import DatasetError
+from detseg.pipelines.augment import AugmentConfig
+from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
+                                             SEMANTIC, SEMANTIC_IGNORE, TRANSFORM_SIZE, check_task)
+from detseg.pipelines.example import ExampleBuilder
+from detseg.pipelines.letterbox import PAD_PIXEL_VALUE
+from detseg.pipelines.records import PreparedImage, PreparedImages, prepare_images
 
 logger = logging.getLogger(__name__)
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.coco import LabelMap
-from data.errors import DatasetError
-from pipelines.augment import AugmentConfig, BoxMaskAugmenter
-from pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
-                                      SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, check_task, semantic_value)
-from pipelines.letterbox import letterbox_boxes, letterbox_image, letterbox_masks, letterbox_params
-from pipelines.records import PreparedImage
+from detseg.data.coco import LabelMap
+from detseg.data.errors import DatasetError
+from detseg.pipelines.augment import AugmentConfig, BoxMaskAugmenter
+from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
+                                             SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, check_task, semantic_value)
+from detseg.pipelines.letterbox import letterbox_boxes, letterbox_image, letterbox_masks, letterbox_params
+from detseg.pipelines.records import PreparedImage
 
 
 class ExampleBuilder:

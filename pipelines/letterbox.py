@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from pipelines.batch_contract import PAD_BOX_VALUE, TRANSFORM_SIZE
+from detseg.pipelines.batch_contract import PAD_BOX_VALUE, TRANSFORM_SIZE
 
 PAD_PIXEL_VALUE = 114.0  # mid-grey canvas: closest to the mean pixel, least edge contrast
 

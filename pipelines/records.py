@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.coco import Annotation, CocoDataset, ImageRecord
-from data.errors import DatasetError
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
-from pipelines.image_check import image_file_problem
+from detseg.data.coco import Annotation, CocoDataset, ImageRecord
+from detseg.data.errors import DatasetError
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
+from detseg.pipelines.image_check import image_file_problem
 
 SEMANTIC_MASK_DIR = "masks"  # beside the image folder: <root>/masks/<image stem>.png
 _LISTED_IN_SUMMARY = 10

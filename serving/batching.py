@@ -25,7 +25,7 @@ from typing import Callable, Hashable
 
 import numpy as np
 
-from serving.errors import ServingError
+from detseg.serving.errors import ServingError
 
 Arrays = dict[str, np.ndarray]
 RunBatch = Callable[[Arrays], Arrays]

@@ -25,7 +25,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving.model_service import metadata_json, model_spec, status_json
+from detseg.serving.model_service import metadata_json, model_spec, status_json
 
 IMAGES_SIGNATURE, IMAGES_INPUT = "serving_default", "images"
 PIXELS_SIGNATURE, PIXELS_INPUT = "serving_pixels", "pixels"

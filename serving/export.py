@@ -22,7 +22,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from serving.model_config import CONFIG_FILENAME, update_model_config
+from detseg.serving.model_config import CONFIG_FILENAME, update_model_config
 
 MAX_RENAME_ATTEMPTS = 20
 

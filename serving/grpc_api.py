@@ -16,9 +16,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from serving.errors import from_exception, invalid_argument
-from serving.model_service import model_metadata, model_status, spec_version
-from serving.prediction import PredictionCore, signature_or_default
+from detseg.serving.errors import from_exception, invalid_argument
+from detseg.serving.model_service import model_metadata, model_status, spec_version
+from detseg.serving.prediction import PredictionCore, signature_or_default
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from serving.client import IMAGES_SIGNATURE, ServingClient, ServingClientError
-from serving.export import numeric_versions
+from detseg.serving.client import IMAGES_SIGNATURE, ServingClient, ServingClientError
+from detseg.serving.export import numeric_versions
 
 DEFAULT_BATCH_SIZE = 8  # images per call: bounded memory and request size
 DETECTION, INSTANCE, SEMANTIC, CLASSIFICATION_LOCALIZATION = (

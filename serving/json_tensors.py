@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from serving.errors import invalid_argument
+from detseg.serving.errors import invalid_argument
 
 ROW, COLUMNAR = "row", "columnar"
 BASE64_KEY = "b64"

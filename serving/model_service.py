@@ -13,8 +13,8 @@ from typing import Any
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving.errors import CODES, invalid_argument
-from serving.registry import ModelRegistry
+from detseg.serving.errors import CODES, invalid_argument
+from detseg.serving.registry import ModelRegistry
 
 SIGNATURE_DEF_FIELD = "signature_def"
 

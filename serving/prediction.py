@@ -14,9 +14,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-from serving.batching import BatchingOptions, BatchScheduler
-from serving.errors import from_exception, invalid_argument
-from serving.registry import ModelRegistry, Servable
+from detseg.serving.batching import BatchingOptions, BatchScheduler
+from detseg.serving.errors import from_exception, invalid_argument
+from detseg.serving.registry import ModelRegistry, Servable
 
 DEFAULT_SIGNATURE = "serving_default"
 

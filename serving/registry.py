@@ -23,9 +23,9 @@ from typing import Any, Callable
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from serving.errors import ServingError, from_exception, invalid_argument, not_found
-from serving.export import numeric_versions
-from serving.model_config import ModelEntry
+from detseg.serving.errors import ServingError, from_exception, invalid_argument, not_found
+from detseg.serving.export import numeric_versions
+from detseg.serving.model_config import ModelEntry
 
 log = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ import re
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
-from serving import json_tensors
-from serving.errors import from_exception, invalid_argument, not_found
-from serving.model_service import metadata_json, model_metadata, model_spec, model_status, status_json
-from serving.prediction import PredictionCore
+from detseg.serving import json_tensors
+from detseg.serving.errors import from_exception, invalid_argument, not_found
+from detseg.serving.model_service import metadata_json, model_metadata, model_spec, model_status, status_json
+from detseg.serving.prediction import PredictionCore
 
 log = logging.getLogger(__name__)
 

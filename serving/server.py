@@ -15,12 +15,12 @@ import logging
 import threading
 from dataclasses import dataclass
 
-from serving.batching import BatchingOptions
-from serving.grpc_api import build_grpc_server
-from serving.model_config import ModelEntry
-from serving.prediction import PredictionCore
-from serving.registry import ModelRegistry
-from serving.rest_api import DEFAULT_MAX_BODY_BYTES, RestApi, RestServer
+from detseg.serving.batching import BatchingOptions
+from detseg.serving.grpc_api import build_grpc_server
+from detseg.serving.model_config import ModelEntry
+from detseg.serving.prediction import PredictionCore
+from detseg.serving.registry import ModelRegistry
+from detseg.serving.rest_api import DEFAULT_MAX_BODY_BYTES, RestApi, RestServer
 
 log = logging.getLogger(__name__)
 

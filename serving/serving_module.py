@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
-from serving.letterbox import LetterboxSpec, letterbox_images, letterbox_image, letterbox_transform
-from serving.task_outputs import TASKS, served_outputs
+from detseg.serving.letterbox import LetterboxSpec, letterbox_images, letterbox_image, letterbox_transform
+from detseg.serving.task_outputs import TASKS, served_outputs
 
 DEFAULT_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"

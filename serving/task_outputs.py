@@ -33,7 +33,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from serving.letterbox import boxes_to_original, dense_to_original
+from detseg.serving.letterbox import boxes_to_original, dense_to_original
 
 TASKS = ("detection", "segmentation", "classification_localization")
 PADDED_CLASS = -1  # class of an unused detection slot

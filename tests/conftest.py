@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from data.coco import CocoDataset, load_coco
-from data.synthetic import ensure_synthetic
+from detseg.data.coco import CocoDataset, load_coco
+from detseg.data.synthetic import ensure_synthetic
 
 SYNTHETIC_NUM_IMAGES = 48
 SYNTHETIC_IMAGE_SIZE = 128

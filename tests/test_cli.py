@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.errors import DatasetError
+from detseg.data.errors import DatasetError
 from detseg.cli import _one_line, main
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from training.run_directory import RunDirectory, RunState
+from detseg.training.run_directory import RunDirectory, RunState
 
 
 class TrainingDivergedError(ValueError):

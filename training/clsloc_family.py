@@ -14,12 +14,12 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from data.coco import LabelMap
-from evaluation.localization_metrics import ClassificationLocalizationMetrics
-from models.classification_localization import (FEATURE_LEVEL, ClassificationLocalizationModel,
-                                                build_clsloc_head)
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION
-from training.model_family import ModelFamily
+from detseg.data.coco import LabelMap
+from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
+from detseg.models.clsloc.classification_localization import (FEATURE_LEVEL, ClassificationLocalizationModel,
+                                                              build_clsloc_head)
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION
+from detseg.training.model_family import ModelFamily
 
 
 @dataclass(frozen=True)

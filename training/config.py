@@ -22,18 +22,20 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE
-from pipelines.augment import AugmentConfig
-from training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
-                                     read_yaml_mapping, to_mapping)
+from detseg.data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE
+from detseg.pipelines.augment import AugmentConfig
+from detseg.training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
+                                            read_yaml_mapping, to_mapping)
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 UNFREEZE_ALL = "all"
+PACKAGED_CONFIGS = "detseg.configs"  # the YAML configs installed with the package
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,12 @@ class TrainConfig:
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a YAML config, apply `key=value` overrides, check every key and type."""
+    """Read a YAML config, apply `key=value` overrides, check every key and type.
+
+    `path` is a YAML file, or the name of a config that ships with detseg
+    (`yolo_synthetic`, `smoke/yolo`: see `packaged_config_names()`).
+    """
+    path = resolve_config_path(path)
     raw = apply_overrides(read_yaml_mapping(path), parse_overrides(list(overrides)))
     try:
         return config_from_mapping(raw)
@@ -179,7 +186,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def config_from_mapping(raw: dict[str, Any]) -> TrainConfig:
     """A `TrainConfig` from nested dicts; `model.head` is checked against the family's schema."""
-    from training.families import FAMILIES
+    from detseg.training.families import FAMILIES
 
     model = raw.get("model") or {}
     family = model.get("family", ModelConfig.family) if isinstance(model, dict) else None
@@ -239,3 +246,30 @@ def config_fingerprint(config: TrainConfig) -> str:
     """
     payload = to_mapping(replace(config, strategy="default"))
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def packaged_config_names() -> list[str]:
+    """Names of the configs that ship inside the package (`smoke/...` for the tiny ones)."""
+    root = resources.files(PACKAGED_CONFIGS)
+    names = [entry.name[:-len(".yaml")] for entry in root.iterdir() if entry.name.endswith(".yaml")]
+    names += [f"smoke/{entry.name[:-len('.yaml')]}" for entry in (root / "smoke").iterdir()
+              if entry.name.endswith(".yaml")]
+    return sorted(names)
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML path as given when it exists; else a bare name of a packaged config.
+
+    `yolo_synthetic` and `smoke/yolo` name `detseg/configs/yolo_synthetic.yaml` and
+    `detseg/configs/smoke/yolo.yaml` (installed package data). A name that is neither
+    is an error that lists the packaged names.
+    """
+    candidate = Path(path)
+    if candidate.exists() or candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    name = str(path).replace("\\", "/")
+    packaged = resources.files(PACKAGED_CONFIGS).joinpath(*f"{name}.yaml".split("/"))
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"{path}: no such config file, and no packaged config of that name "
+                      f"(packaged: {', '.join(packaged_config_names())})")

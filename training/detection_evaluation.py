@@ -13,10 +13,10 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from data.coco import CocoDataset, LabelMap
-from evaluation.task_evaluation import evaluate_task_predictions
-from pipelines.batch_contract import INSTANCE
-from training.predictions import batch_predictions, compiled_predict
+from detseg.data.coco import CocoDataset, LabelMap
+from detseg.evaluation.task_evaluation import evaluate_task_predictions
+from detseg.pipelines.batch_contract import INSTANCE
+from detseg.training.predictions import batch_predictions, compiled_predict
 
 REPORTED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 

@@ -29,13 +29,13 @@ from typing import Any, Callable
 
 import keras
 
-from data.coco import CocoDataset
-from evaluation.coco_eval import load_ground_truth
-from evaluation.task_evaluation import evaluate_task_predictions
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC, check_task
-from pipelines.dataset import build_eval_dataset
-from training.predictions import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_OBJECTS, batch_predictions, compiled_predict,
-                                  eval_targets)
+from detseg.data.coco import CocoDataset
+from detseg.evaluation.coco_eval import load_ground_truth
+from detseg.evaluation.task_evaluation import evaluate_task_predictions
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC, check_task
+from detseg.pipelines.dataset import build_eval_dataset
+from detseg.training.predictions import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_OBJECTS, batch_predictions, compiled_predict,
+                                         eval_targets)
 
 DEFAULT_PREFIX = "val_"
 

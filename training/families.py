@@ -9,11 +9,11 @@ are looked up.
 
 from __future__ import annotations
 
-from training.clsloc_family import CLSLOC_FAMILY
-from training.model_family import ModelFamily
-from training.one_stage_families import SSD_FAMILY, YOLO_FAMILY
-from training.segmentation_family import FCN_FAMILY, UNET_FAMILY
-from training.two_stage_families import FASTER_RCNN_FAMILY, MASK_RCNN_FAMILY
+from detseg.training.clsloc_family import CLSLOC_FAMILY
+from detseg.training.model_family import ModelFamily
+from detseg.training.one_stage_families import SSD_FAMILY, YOLO_FAMILY
+from detseg.training.segmentation_family import FCN_FAMILY, UNET_FAMILY
+from detseg.training.two_stage_families import FASTER_RCNN_FAMILY, MASK_RCNN_FAMILY
 
 FAMILIES: dict[str, ModelFamily] = {
     "clsloc": CLSLOC_FAMILY,

@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from data.coco import CocoDataset
+from detseg.data.coco import CocoDataset
 
 FEATURE_CACHE_VERSION = 1
 _SINGLE_TARGET = "__y__"  # file stem when the batch target is one array, not a dict

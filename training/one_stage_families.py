@@ -8,13 +8,13 @@ report the same losses. Evaluation: COCO bbox with pycocotools, in original pixe
 
 from __future__ import annotations
 
-from models.ssd_detector import SsdDetector
-from models.ssd_head import BACKBONE_LEVELS, SsdHeadConfig, build_ssd_network
-from models.yolo_detector import YoloDetector
-from models.yolo_head import YoloHeadConfig, build_yolo_network
-from pipelines.batch_contract import DETECTION
-from training.detection_evaluation import coco_evaluator
-from training.model_family import ModelFamily
+from detseg.models.ssd.detector import SsdDetector
+from detseg.models.ssd.head import BACKBONE_LEVELS, SsdHeadConfig, build_ssd_network
+from detseg.models.yolo.detector import YoloDetector
+from detseg.models.yolo.head import YoloHeadConfig, build_yolo_network
+from detseg.pipelines.batch_contract import DETECTION
+from detseg.training.detection_evaluation import coco_evaluator
+from detseg.training.model_family import ModelFamily
 
 
 def no_compile_arguments(head_config) -> dict:

@@ -35,12 +35,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data.coco import CocoDataset, LabelMap
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
-from pipelines.dataset import build_eval_dataset
-from pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
-from pipelines.letterbox import LetterboxTransform, boxes_to_original, masks_to_original
-from pipelines.records import prepare_images
+from detseg.data.coco import CocoDataset, LabelMap
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
+from detseg.pipelines.dataset import build_eval_dataset
+from detseg.pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
+from detseg.pipelines.letterbox import LetterboxTransform, boxes_to_original, masks_to_original
+from detseg.pipelines.records import prepare_images
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_OBJECTS = 100  # detections are not capped by this; only ground truth rows are
@@ -220,8 +220,8 @@ class RunModel:
 
 def load_run_model(run_dir: str | os.PathLike) -> RunModel:
     """Load `run_dir/model.keras` with its config (family, image size) and label map."""
-    from training.config import load_config
-    from training.families import FAMILIES  # importing it registers every family's model classes
+    from detseg.training.config import load_config
+    from detseg.training.families import FAMILIES  # importing it registers every family's model classes
 
     root = Path(run_dir)
     for name in ("config.yaml", "label_map.json", "model.keras"):

@@ -31,11 +31,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data.coco import load_coco
-from data.errors import DatasetError
-from models.backbone_weights import SAVED_WEIGHTS_SUFFIX
-from models.backbones import build_backbone
-from models.classification_localization import build_classifier
+from detseg.data.coco import load_coco
+from detseg.data.errors import DatasetError
+from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.clsloc.classification_localization import build_classifier
 
 CROP_MARGIN = 0.1
 MAX_CONTEXT_MARGIN = 0.5  # training crops: up to half the object size of context on a side

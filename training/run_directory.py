@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from data.coco import LabelMap, write_json_atomic
+from detseg.data.coco import LabelMap, write_json_atomic
 
 
 class RunDirectoryError(ValueError):

@@ -23,14 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data.coco import LabelMap
-from evaluation.semantic_metrics import SemanticSegmentationMetrics
-from models.fcn import build_fcn_head
-from models.segmentation_losses import IGNORE_LABEL, SegmentationLoss
-from models.semantic_segmenter import SemanticSegmenter
-from models.unet import build_unet_decoder
-from pipelines.batch_contract import SEMANTIC
-from training.model_family import ModelFamily
+from detseg.data.coco import LabelMap
+from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
+from detseg.models.segmentation.fcn import build_fcn_head
+from detseg.models.segmentation.losses import IGNORE_LABEL, SegmentationLoss
+from detseg.models.segmentation.semantic_segmenter import SemanticSegmenter
+from detseg.models.segmentation.unet import build_unet_decoder
+from detseg.pipelines.batch_contract import SEMANTIC
+from detseg.training.model_family import ModelFamily
 
 BACKGROUND_NAME = "background"
 FCN_LEVELS = ("P3", "P4", "P5")

@@ -17,7 +17,7 @@ import os
 
 import tensorflow as tf
 
-from training.config import STRATEGIES
+from detseg.training.config import STRATEGIES
 
 
 class StrategyError(ValueError):

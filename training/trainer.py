@@ -1,7 +1,7 @@
 """`train(config)`: strategy -> data -> stage 1 -> stage 2 -> final model and its evaluation.
 
-    from training.config import load_config
-    from training.trainer import train
+    from detseg.training.config import load_config
+    from detseg.training.trainer import train
     result = train(load_config("configs/clsloc_synthetic.yaml", ["stage2.epochs=2"]))
     print(result.metrics)
 
@@ -23,16 +23,16 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from models.backbone_weights import SAVED_WEIGHTS_SUFFIX
-from training.callbacks import progress_verbosity
-from training.config import TrainConfig, config_fingerprint, config_to_yaml
-from training.families import FAMILIES
-from training.pretrain import pretrain_backbone
-from training.run_directory import RunDirectory, RunState, resume_state
-from training.strategy import build_strategy, is_chief
-from training.training_data import resolve_training_data
-from training.transfer_stages import (TrainingSession, evaluate_model, final_model, run_stage1,
-                                      run_stage2)
+from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
+from detseg.training.callbacks import progress_verbosity
+from detseg.training.config import TrainConfig, config_fingerprint, config_to_yaml
+from detseg.training.families import FAMILIES
+from detseg.training.pretrain import pretrain_backbone
+from detseg.training.run_directory import RunDirectory, RunState, resume_state
+from detseg.training.strategy import build_strategy, is_chief
+from detseg.training.training_data import resolve_training_data
+from detseg.training.transfer_stages import (TrainingSession, evaluate_model, final_model, run_stage1,
+                                             run_stage2)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from data.coco import CocoDataset, LabelMap, load_coco
-from data.errors import DatasetError
-from data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE, ensure_synthetic
+from detseg.data.coco import CocoDataset, LabelMap, load_coco
+from detseg.data.errors import DatasetError
+from detseg.data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE, ensure_synthetic
 
 
 @dataclass(frozen=True)

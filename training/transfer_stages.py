@@ -23,22 +23,22 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from models.backbones import build_backbone, feature_shape
-from models.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
-from pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
-from pipelines.letterbox import PAD_PIXEL_VALUE
-from training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
-                                diverged_error, patience_used_up, truncate_metrics)
-from training.config import TrainConfig
-from training.evaluation_callback import EvaluationCallback
-from training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
-                                    extract_features)
-from training.model_family import ModelFamily
-from training.multiworker_fit import fit_multiworker
-from training.run_directory import RunDirectory, RunState
-from training.schedules import schedule_for_stage
-from training.strategy import wait_for_all_workers
-from training.training_data import TrainingData
+from detseg.models.backbones.registry import build_backbone, feature_shape
+from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
+from detseg.pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
+from detseg.pipelines.letterbox import PAD_PIXEL_VALUE
+from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
+                                       diverged_error, patience_used_up, truncate_metrics)
+from detseg.training.config import TrainConfig
+from detseg.training.evaluation_callback import EvaluationCallback
+from detseg.training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
+                                           extract_features)
+from detseg.training.model_family import ModelFamily
+from detseg.training.multiworker_fit import fit_multiworker
+from detseg.training.run_directory import RunDirectory, RunState
+from detseg.training.schedules import schedule_for_stage
+from detseg.training.strategy import wait_for_all_workers
+from detseg.training.training_data import TrainingData
 
 FEATURE_BATCH_SIZE = 32  # batch size of the one-off feature extraction pass
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.faster_rcnn import build_faster_rcnn
-from models.faster_rcnn_options import TwoStageOptions
-from models.mask_rcnn import build_mask_rcnn
-from pipelines.batch_contract import DETECTION, INSTANCE
-from training.detection_evaluation import coco_evaluator
-from training.model_family import ModelFamily
-from training.one_stage_families import no_compile_arguments
+from detseg.models.rcnn.faster_rcnn import build_faster_rcnn
+from detseg.models.rcnn.options import TwoStageOptions
+from detseg.models.rcnn.mask_rcnn import build_mask_rcnn
+from detseg.pipelines.batch_contract import DETECTION, INSTANCE
+from detseg.training.detection_evaluation import coco_evaluator
+from detseg.training.model_family import ModelFamily
+from detseg.training.one_stage_families import no_compile_arguments
 
 LEVELS = ("P3", "P4", "P5")
 MODEL_DEFAULTS = TwoStageOptions()  # the config's defaults are the model's own

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from data.errors import DatasetError
+from detseg.data.errors import DatasetError
 
 BBox = tuple[float, float, float, float]  # COCO [x, y, width, height] in pixels
 

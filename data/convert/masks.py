@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
-from data.coco import encode_mask
-from data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
-from data.convert.image_files import as_file_name, list_images, read_image_size
-from data.errors import DatasetError
+from detseg.data.coco import encode_mask
+from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
+from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
+from detseg.data.errors import DatasetError
 
 BACKGROUND = 0
 SEMANTIC_IGNORE = 255

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
-from data.convert.image_files import as_file_name, images_by_stem, read_image_size
-from data.errors import DatasetError
+from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
+from detseg.data.convert.image_files import as_file_name, images_by_stem, read_image_size
+from detseg.data.errors import DatasetError
 
 
 @dataclass(frozen=True)

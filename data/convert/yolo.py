@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from data.atomic_files import write_text_atomic
-from data.coco import CocoDataset, ImageRecord
-from data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
-from data.convert.image_files import as_file_name, list_images, read_image_size
-from data.errors import DatasetError
+from detseg.data.atomic_files import write_text_atomic
+from detseg.data.coco import CocoDataset, ImageRecord
+from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
+from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
+from detseg.data.errors import DatasetError
 
 CLASSES_FILE = "classes.txt"
 BOX_TOKENS = 5  # class cx cy w h

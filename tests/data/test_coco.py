@@ -7,8 +7,8 @@ import pytest
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 
-from data.coco import Category, LabelMap, decode_segmentation, encode_mask, load_coco, write_coco
-from data.errors import DatasetError
+from detseg.data.coco import Category, LabelMap, decode_segmentation, encode_mask, load_coco, write_coco
+from detseg.data.errors import DatasetError
 
 
 def _coco_payload():

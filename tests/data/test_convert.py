@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from data.coco import dataset_from_dict, decode_segmentation, load_coco, write_coco
-from data.convert import coco_to_yolo, masks_to_coco, voc_to_coco, yolo_to_coco
-from data.errors import DatasetError
+from detseg.data.coco import dataset_from_dict, decode_segmentation, load_coco, write_coco
+from detseg.data.convert import coco_to_yolo, masks_to_coco, voc_to_coco, yolo_to_coco
+from detseg.data.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.draw import (MASK_ALPHA, PANEL_GAP, class_colour, draw_annotations, draw_semantic,
-                       image_grid, save_png, side_by_side)
-from data.errors import DatasetError
+from detseg.data.draw import (MASK_ALPHA, PANEL_GAP, class_colour, draw_annotations, draw_semantic,
+                              image_grid, save_png, side_by_side)
+from detseg.data.errors import DatasetError
 
 GREY = 128
 

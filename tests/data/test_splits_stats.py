@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.coco import Annotation, Category, CocoDataset, ImageRecord, dataset_from_dict, load_coco, write_coco
-from data.errors import DatasetError
-from data.splits import k_fold, split_by_image
-from data.stats import dataset_statistics, format_statistics
+from detseg.data.coco import Annotation, Category, CocoDataset, ImageRecord, dataset_from_dict, load_coco, write_coco
+from detseg.data.errors import DatasetError
+from detseg.data.splits import k_fold, split_by_image
+from detseg.data.stats import dataset_statistics, format_statistics
 from detseg.cli import main as detseg_main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 
-from data.coco import load_coco
-from data.errors import DatasetError
-from data.synthetic import (CATEGORIES, MANIFEST_NAME, MIN_VISIBLE_PIXELS, Shape, ensure_synthetic,
-                            generate_synthetic, render_background, render_image, sample_shapes,
-                            semantic_mask_path, visible_shapes)
+from detseg.data.coco import load_coco
+from detseg.data.errors import DatasetError
+from detseg.data.synthetic import (CATEGORIES, MANIFEST_NAME, MIN_VISIBLE_PIXELS, Shape, ensure_synthetic,
+                                   generate_synthetic, render_background, render_image, sample_shapes,
+                                   semantic_mask_path, visible_shapes)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COCO_SMALL_AREA, COCO_LARGE_AREA = 32 ** 2, 96 ** 2

@@ -17,9 +17,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from data.coco import load_coco
-from data.segmentation_checks import compressed_rle_runs
-from data.validate import validate_coco
+from detseg.data.coco import load_coco
+from detseg.data.segmentation_checks import compressed_rle_runs
+from detseg.data.validate import validate_coco
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # (file name, width, height) of the clean dataset's images; image ids are 1, 2, 3.

@@ -14,7 +14,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from data.coco import encode_mask
+from detseg.data.coco import encode_mask
 
 CATEGORIES = [{"id": 42, "name": "zebra"}, {"id": 3, "name": "cat"}, {"id": 7, "name": "dog"},
               {"id": 99, "name": "unicorn"}]

@@ -7,10 +7,10 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from eval_fixtures import detections, direct_cocoeval, ground_truth_payload
-from data.coco import dataset_from_dict, load_coco
-from data.errors import DatasetError
-from evaluation.coco_eval import STAT_NAMES, evaluate_coco
-from evaluation.coco_results import load_coco_results
+from detseg.data.coco import dataset_from_dict, load_coco
+from detseg.data.errors import DatasetError
+from detseg.evaluation.coco_eval import STAT_NAMES, evaluate_coco
+from detseg.evaluation.coco_results import load_coco_results
 
 PER_CLASS_STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AR100": 8}  # positions in COCOeval.stats
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from data.coco import dataset_from_dict
-from data.errors import DatasetError
-from evaluation.detection_confusion import BACKGROUND_LABEL, detection_confusion_matrix
+from detseg.data.coco import dataset_from_dict
+from detseg.data.errors import DatasetError
+from detseg.evaluation.detection_confusion import BACKGROUND_LABEL, detection_confusion_matrix
 
 CAT, DOG = 0, 1  # contiguous indices of COCO ids 4 and 9
 BACKGROUND = 2

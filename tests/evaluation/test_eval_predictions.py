@@ -5,9 +5,9 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from eval_fixtures import ground_truth_payload
-from data.coco import LabelMap, dataset_from_dict
-from evaluation.coco_results import PADDED_CLASS, predictions_to_coco_results
-from evaluation.detection_report import evaluate_predictions
+from detseg.data.coco import LabelMap, dataset_from_dict
+from detseg.evaluation.coco_results import PADDED_CLASS, predictions_to_coco_results
+from detseg.evaluation.detection_report import evaluate_predictions
 
 
 def test_boxes_classes_and_masks_become_coco_results():

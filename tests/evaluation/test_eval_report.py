@@ -7,13 +7,13 @@ import re
 import numpy as np
 
 from eval_fixtures import write_images
-from data.coco import load_coco
-from evaluation.detection_report import build_detection_report
-from evaluation.example_images import render_examples
-from evaluation.localization_metrics import ClassificationLocalizationMetrics
-from evaluation.report import write_report
-from evaluation.report_contents import localization_report, semantic_report
-from evaluation.semantic_metrics import SemanticSegmentationMetrics
+from detseg.data.coco import load_coco
+from detseg.evaluation.detection_report import build_detection_report
+from detseg.evaluation.example_images import render_examples
+from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
+from detseg.evaluation.report import write_report
+from detseg.evaluation.report_contents import localization_report, semantic_report
+from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

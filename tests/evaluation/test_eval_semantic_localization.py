@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from data.errors import DatasetError
-from evaluation.localization_metrics import ClassificationLocalizationMetrics
-from evaluation.semantic_metrics import IGNORE_LABEL, SemanticSegmentationMetrics
+from detseg.data.errors import DatasetError
+from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
+from detseg.evaluation.semantic_metrics import IGNORE_LABEL, SemanticSegmentationMetrics
 
 I = IGNORE_LABEL
 TRUE_MAP = np.array([[0, 0, 1], [1, 2, I]])

@@ -25,13 +25,13 @@ import pytest
 import requests
 from pycocotools import mask as mask_utils
 
-from data.coco import load_coco
+from detseg.data.coco import load_coco
 from detseg.cli import main
-from serving.model_config import ModelEntry
-from serving.server import ModelServer, ServerOptions
-from training.config import load_config
-from training.trainer import train
-from training.training_data import synthetic_dir
+from detseg.serving.model_config import ModelEntry
+from detseg.serving.server import ModelServer, ServerOptions
+from detseg.training.config import load_config
+from detseg.training.trainer import train
+from detseg.training.training_data import synthetic_dir
 
 pytestmark = pytest.mark.slow  # trains a Mask R-CNN (a few seconds of CPU), exports and serves it
 

@@ -19,16 +19,16 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from data.coco import load_coco
+from detseg.data.coco import load_coco
 from detseg.cli import main
-from evaluation.coco_eval import load_ground_truth
-from evaluation.task_evaluation import evaluate_task_predictions
-from serving.export import export_saved_model
-from serving.image_predictions import SavedModelImages, ServedModelImages, image_predictions
-from serving.model_config import ModelEntry
-from serving.server import ModelServer, ServerOptions
-from serving.serving_module import ServingModule
-from training.predictions import eval_targets, model_predictions
+from detseg.evaluation.coco_eval import load_ground_truth
+from detseg.evaluation.task_evaluation import evaluate_task_predictions
+from detseg.serving.export import export_saved_model
+from detseg.serving.image_predictions import SavedModelImages, ServedModelImages, image_predictions
+from detseg.serving.model_config import ModelEntry
+from detseg.serving.server import ModelServer, ServerOptions
+from detseg.serving.serving_module import ServingModule
+from detseg.training.predictions import eval_targets, model_predictions
 
 pytestmark = pytest.mark.slow  # exports three models and starts a server (~20 s on 2 idle cores)
 

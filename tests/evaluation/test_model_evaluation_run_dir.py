@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from detseg.cli import main
-from serving.model_config import ModelEntry
-from serving.server import ModelServer, ServerOptions
-from training.config import load_config
-from training.trainer import train
-from training.training_data import synthetic_dir
+from detseg.serving.model_config import ModelEntry
+from detseg.serving.server import ModelServer, ServerOptions
+from detseg.training.config import load_config
+from detseg.training.trainer import train
+from detseg.training.training_data import synthetic_dir
 
 pytestmark = pytest.mark.slow  # trains a model (a few seconds of CPU) and exports it
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.anchors import (AnchorError, AnchorGenerator, grid_points, level_shapes,
-                            linear_anchor_sizes)
+from detseg.models.ops.anchors import (AnchorError, AnchorGenerator, grid_points, level_shapes,
+                                       linear_anchor_sizes)
 
 
 def test_grid_points_are_cell_centres_level_by_level_row_major():

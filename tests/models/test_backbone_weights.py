@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbone_weights import imagenet_host_reachable, imagenet_weights_cached
-from models.backbones import APPLICATIONS, FEATURE_LEVELS, BackboneWeightsError, build_backbone
-from models.pixel_normalization import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from detseg.models.backbones.weights import imagenet_host_reachable, imagenet_weights_cached
+from detseg.models.backbones.registry import APPLICATIONS, FEATURE_LEVELS, BackboneWeightsError, build_backbone
+from detseg.models.backbones.pixel_normalization import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
 
 def _pixels(size=64, count=2, seed=1):

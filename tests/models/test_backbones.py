@@ -6,10 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from models.backbones import (
+from detseg.models.backbones.registry import (
     BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, BackboneError, build_backbone, feature_shape)
-from models.pixel_normalization import PixelNormalization
-from models.transfer import backbone_blocks
+from detseg.models.backbones.pixel_normalization import PixelNormalization
+from detseg.models.backbones.transfer import backbone_blocks
 
 SHAPE_TEST_SIZE = (64, 96)
 # P3/P4/P5 channels, from each architecture's published layer widths.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.box_coding import (MAX_LOG_SCALE, BoxCodingError, decode_center_size, decode_ltrb,
-                               encode_center_size, encode_ltrb)
+from detseg.models.ops.box_coding import (MAX_LOG_SCALE, BoxCodingError, decode_center_size, decode_ltrb,
+                                          encode_center_size, encode_ltrb)
 
 
 def random_boxes(count: int, seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.box_ops import (
+from detseg.models.ops.box_ops import (
     BOX_FORMATS, box_area, clip_boxes, convert_boxes, cxcywh_to_xyxy, elementwise_giou,
     elementwise_iou, giou_loss, pairwise_giou, pairwise_iou, xywh_to_xyxy, xyxy_to_cxcywh,
     xyxy_to_xywh, xyxy_to_yxyx, yxyx_to_xyxy)

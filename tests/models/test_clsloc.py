@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from clsloc_squares import make_square_images
-from models.backbones import build_backbone, feature_shape
-from models.classification_localization import (
+from detseg.models.backbones.registry import build_backbone, feature_shape
+from detseg.models.clsloc.classification_localization import (
     ClassificationLocalizationError, ClassificationLocalizationModel, build_classifier,
     build_clsloc_head)
-from models.clsloc_losses import NO_OBJECT, class_hits, localization_hits
-from models.transfer import freeze
+from detseg.models.clsloc.losses import NO_OBJECT, class_hits, localization_hits
+from detseg.models.backbones.transfer import freeze
 
 SIZE = 64
 # A frame of height 100 and width 200 for hand-computed values: x / 200, y / 100.

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.backbones import build_backbone
-from models.faster_rcnn import FasterRCNN, build_faster_rcnn
-from models.faster_rcnn_box_head import BoxHead
-from models.faster_rcnn_neck import FeaturePyramid
-from models.faster_rcnn_options import TwoStageConfigError, TwoStageOptions
-from models.nms import PAD_DETECTION_CLASS
-from models.rpn_head import RPNHead
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.rcnn.faster_rcnn import FasterRCNN, build_faster_rcnn
+from detseg.models.rcnn.box_head import BoxHead
+from detseg.models.necks.fpn import FeaturePyramid
+from detseg.models.rcnn.options import TwoStageConfigError, TwoStageOptions
+from detseg.models.ops.nms import PAD_DETECTION_CLASS
+from detseg.models.rcnn.rpn_head import RPNHead
 
 SIZE = 64
 LEVELS = ("P3", "P4")

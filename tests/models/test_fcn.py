@@ -7,16 +7,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.coco import load_coco
-from models.backbones import build_backbone
-from models.bilinear_upsampling import (BilinearUpsampling, UpsamplingFactorError, bilinear_kernel,
-                                        bilinear_taps, bilinear_upsampling_layer)
-from models.fcn import FCN, FCN_VARIANTS, build_fcn_head
-from models.segmentation_losses import SegmentationLoss
-from models.semantic_segmenter import SegmenterConfigError, SemanticSegmenter
-from pipelines.dataset import build_dataset
-from serving.export import export_saved_model
-from serving.serving_module import ServingModule
+from detseg.data.coco import load_coco
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.segmentation.bilinear_upsampling import (BilinearUpsampling, UpsamplingFactorError, bilinear_kernel,
+                                                            bilinear_taps, bilinear_upsampling_layer)
+from detseg.models.segmentation.fcn import FCN, FCN_VARIANTS, build_fcn_head
+from detseg.models.segmentation.losses import SegmentationLoss
+from detseg.models.segmentation.semantic_segmenter import SegmenterConfigError, SemanticSegmenter
+from detseg.pipelines.dataset import build_dataset
+from detseg.serving.export import export_saved_model
+from detseg.serving.serving_module import ServingModule
 
 SIZE = 64
 NUM_CLASSES = 4

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.mask_rcnn import MaskRCNN, build_mask_rcnn
-from models.mask_rcnn_head import MaskHead
-from models.mask_rcnn_paste import paste_masks
-from models.mask_rcnn_targets import mask_loss, mask_targets
+from detseg.models.rcnn.mask_rcnn import MaskRCNN, build_mask_rcnn
+from detseg.models.rcnn.mask_head import MaskHead
+from detseg.models.rcnn.mask_paste import paste_masks
+from detseg.models.rcnn.mask_targets import mask_loss, mask_targets
 from test_faster_rcnn import SIZE, SMALL_OPTIONS, images, small_model, targets
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.mask_rcnn import build_mask_rcnn
-from serving.export import export_saved_model
-from serving.serving_module import PIXELS_SIGNATURE, ServingModule
+from detseg.models.rcnn.mask_rcnn import build_mask_rcnn
+from detseg.serving.export import export_saved_model
+from detseg.serving.serving_module import PIXELS_SIGNATURE, ServingModule
 from test_faster_rcnn import SIZE, images, small_model
 
 

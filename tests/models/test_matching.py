@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.matching import (MATCH_IGNORE, MATCH_NEGATIVE, IouMatcher, MatchingError, gather_matched,
-                             negative_mask, positive_mask, valid_ground_truth)
+from detseg.models.ops.matching import (MATCH_IGNORE, MATCH_NEGATIVE, IouMatcher, MatchingError, gather_matched,
+                                        negative_mask, positive_mask, valid_ground_truth)
 
 # Two ground-truth boxes (rows) x four anchors (columns).
 IOU = np.array([[0.70, 0.45, 0.10, 0.00],

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.nms import PAD_DETECTION_CLASS, NmsConfig, NmsError, batched_nms
+from detseg.models.ops.nms import PAD_DETECTION_CLASS, NmsConfig, NmsError, batched_nms
 
 # Boxes 0 and 1 overlap (IoU 0.68), box 2 is apart.
 BOXES = np.array([[[10, 20, 50, 40], [12, 22, 52, 42], [100, 5, 120, 60]]], np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.roi_align import assign_pyramid_levels, crop_and_resize_aligned, level_number, roi_align
+from detseg.models.ops.roi_align import assign_pyramid_levels, crop_and_resize_aligned, level_number, roi_align
 
 
 def _ramp(height: int = 4, width: int = 4) -> np.ndarray:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.box_coding import encode_center_size
-from models.roi_sampling import IGNORE, append_ground_truth, balanced_sample_mask, sample_rois
+from detseg.models.ops.box_coding import encode_center_size
+from detseg.models.ops.roi_sampling import IGNORE, append_ground_truth, balanced_sample_mask, sample_rois
 
 
 def _counts(mask) -> list[int]:

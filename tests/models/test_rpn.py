@@ -6,11 +6,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from models.anchors import AnchorGenerator
-from models.box_coding import decode_center_size
-from models.rpn_head import RPNHead
-from models.rpn_proposals import ProposalConfig, generate_proposals
-from models.rpn_targets import RPN_IGNORE, RPN_NEGATIVE, RPN_POSITIVE, RPN_VARIANCES, rpn_targets
+from detseg.models.ops.anchors import AnchorGenerator
+from detseg.models.ops.box_coding import decode_center_size
+from detseg.models.rcnn.rpn_head import RPNHead
+from detseg.models.rcnn.rpn_proposals import ProposalConfig, generate_proposals
+from detseg.models.rcnn.rpn_targets import RPN_IGNORE, RPN_NEGATIVE, RPN_POSITIVE, RPN_VARIANCES, rpn_targets
 
 IMAGE = (64, 64)
 GENERATOR = AnchorGenerator(strides=(8, 16), sizes=(16.0, 32.0), scales=(1.0,), aspect_ratios=(0.5, 1.0, 2.0))

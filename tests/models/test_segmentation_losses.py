@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.segmentation_losses import (IGNORE_LABEL, SegmentationLoss, SegmentationLossError,
-                                        combined_segmentation_loss, pixel_cross_entropy,
-                                        soft_dice_loss)
+from detseg.models.segmentation.losses import (IGNORE_LABEL, SegmentationLoss, SegmentationLossError,
+                                               combined_segmentation_loss, pixel_cross_entropy,
+                                               soft_dice_loss)
 
 LN3 = math.log(3.0)
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.coco import load_coco
-from models.backbones import build_backbone
-from models.box_coding import encode_center_size
-from models.matching import IouMatcher
-from models.ssd_detector import SsdDetector, build_ssd_detector
-from models.ssd_head import SSD_BACKGROUND, SsdConfigError, SsdHeadConfig
-from models.ssd_loss import hard_negatives, ssd_losses, ssd_targets
-from pipelines.dataset import build_dataset
+from detseg.data.coco import load_coco
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.ops.box_coding import encode_center_size
+from detseg.models.ops.matching import IouMatcher
+from detseg.models.ssd.detector import SsdDetector, build_ssd_detector
+from detseg.models.ssd.head import SSD_BACKGROUND, SsdConfigError, SsdHeadConfig
+from detseg.models.ssd.loss import hard_negatives, ssd_losses, ssd_targets
+from detseg.pipelines.dataset import build_dataset
 
 SIZE = 64
 NUM_CLASSES = 3

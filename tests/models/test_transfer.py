@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from clsloc_squares import make_square_images
-from models.backbones import build_backbone, feature_shape
-from models.classification_localization import ClassificationLocalizationModel, build_clsloc_head
-from models.transfer import (
+from detseg.models.backbones.registry import build_backbone, feature_shape
+from detseg.models.clsloc.classification_localization import ClassificationLocalizationModel, build_clsloc_head
+from detseg.models.backbones.transfer import (
     TransferError, backbone_blocks, freeze, unfreeze_top_blocks, weights_fingerprint)
 
 TINY_BLOCK_PREFIXES = ["stem_", "stage1_", "stage2_", "stage3_", "stage4_"]

@@ -8,12 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from data.coco import load_coco
-from models.backbones import build_backbone
-from models.segmentation_losses import SegmentationLoss
-from models.semantic_segmenter import SegmenterConfigError
-from models.unet import UNet, shallow_backbone_features
-from pipelines.dataset import build_dataset
+from detseg.data.coco import load_coco
+from detseg.models.backbones.registry import build_backbone
+from detseg.models.segmentation.losses import SegmentationLoss
+from detseg.models.segmentation.semantic_segmenter import SegmenterConfigError
+from detseg.models.segmentation.unet import UNet, shallow_backbone_features
+from detseg.pipelines.dataset import build_dataset
 
 SIZE = 64
 NUM_CLASSES = 3

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from models.yolo_assigner import points_inside_boxes, task_aligned_assign
-from models.yolo_loss import dfl_distances, distribution_focal_loss, yolo_losses
+from detseg.models.yolo.assigner import points_inside_boxes, task_aligned_assign
+from detseg.models.yolo.loss import dfl_distances, distribution_focal_loss, yolo_losses
 
 POINTS = np.array([[5, 5], [15, 5], [5, 15], [25, 25]], np.float32)
 GT_BOX = [0.0, 0.0, 20.0, 20.0]

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.coco import load_coco
-from models.backbones import build_backbone, feature_shape
-from models.yolo_detector import YoloDetector, build_yolo_detector
-from models.yolo_head import YoloConfigError, YoloHeadConfig, build_yolo_network
-from pipelines.dataset import build_dataset
+from detseg.data.coco import load_coco
+from detseg.models.backbones.registry import build_backbone, feature_shape
+from detseg.models.yolo.detector import YoloDetector, build_yolo_detector
+from detseg.models.yolo.head import YoloConfigError, YoloHeadConfig, build_yolo_network
+from detseg.pipelines.dataset import build_dataset
 
 SIZE = 64
 NUM_CLASSES = 3
@@ -127,7 +127,7 @@ def test_a_few_training_steps_lower_the_loss(synthetic_dir):
 
 @pytest.mark.slow
 def test_exported_saved_model_gives_the_same_detections(model, tmp_path):
-    from serving.serving_module import ServingModule
+    from detseg.serving.serving_module import ServingModule
 
     module = ServingModule(model.detect, task="detection", letterbox=SIZE, label_names=model.class_names,
                            trackables=[model])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.coco import CocoDataset, encode_mask, load_coco, write_coco
+from detseg.data.coco import CocoDataset, encode_mask, load_coco, write_coco
 
 CATEGORIES = [{"id": 7, "name": "square"}, {"id": 3, "name": "disc"}]
 SQUARE, DISC = 7, 3

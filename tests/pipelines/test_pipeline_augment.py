@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drawn_datasets import BACKGROUND, SQUARE, DrawnImage, DrawnObject, random_drawn_images, render
-from pipelines.augment import AugmentConfig, BoxMaskAugmenter, build_augmentation, tight_boxes
+from detseg.pipelines.augment import AugmentConfig, BoxMaskAugmenter, build_augmentation, tight_boxes
 
 # Geometry only (colour jitter/blur would change the colours the test looks for), strong
 # enough that objects get cut by the border and some are dropped.

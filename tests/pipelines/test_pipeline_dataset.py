@@ -5,11 +5,11 @@ import pytest
 import tensorflow as tf
 
 from drawn_datasets import CLASS_INDEX, DISC, SQUARE, DrawnImage, DrawnObject, random_drawn_images
-from data.coco import load_coco
-from pipelines import (PAD_BOX_VALUE, PAD_CLASS, PAD_IMAGE_ID, SEMANTIC_IGNORE, AugmentConfig, boxes_to_original,
-                       build_dataset, build_eval_dataset)
-from pipelines.augment import tight_boxes
-from pipelines.letterbox import PAD_PIXEL_VALUE, letterbox_params
+from detseg.data.coco import load_coco
+from detseg.pipelines import (PAD_BOX_VALUE, PAD_CLASS, PAD_IMAGE_ID, SEMANTIC_IGNORE, AugmentConfig, boxes_to_original,
+                              build_dataset, build_eval_dataset)
+from detseg.pipelines.augment import tight_boxes
+from detseg.pipelines.letterbox import PAD_PIXEL_VALUE, letterbox_params
 
 SIZE = 64
 RED, BLUE = (250, 20, 20), (20, 20, 250)

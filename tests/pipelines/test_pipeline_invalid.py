@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data.coco import load_coco, write_coco
-from data.errors import DatasetError
-from pipelines import build_dataset, build_eval_dataset
+from detseg.data.coco import load_coco, write_coco
+from detseg.data.errors import DatasetError
+from detseg.pipelines import build_dataset, build_eval_dataset
 
 CATEGORIES = [{"id": 1, "name": "thing"}]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipelines.augment import tight_boxes
-from pipelines.batch_contract import PAD_BOX_VALUE
-from pipelines.letterbox import (PAD_PIXEL_VALUE, LetterboxTransform, boxes_to_original, boxes_to_original_tf,
-                                 letterbox_boxes, letterbox_image, letterbox_image_tf, letterbox_masks,
-                                 letterbox_params, masks_to_original)
+from detseg.pipelines.augment import tight_boxes
+from detseg.pipelines.batch_contract import PAD_BOX_VALUE
+from detseg.pipelines.letterbox import (PAD_PIXEL_VALUE, LetterboxTransform, boxes_to_original, boxes_to_original_tf,
+                                        letterbox_boxes, letterbox_image, letterbox_image_tf, letterbox_masks,
+                                        letterbox_params, masks_to_original)
 
 
 @pytest.mark.parametrize("height, width, size, expected", [

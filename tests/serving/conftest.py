@@ -12,8 +12,8 @@ import pytest
 from serving_test_models import (FRAME, LABELS, MODEL_NAME, build_detection_model, encode_image,
                                  random_pixels, start_server)
 
-from serving.export import export_saved_model
-from serving.serving_module import ServingModule
+from detseg.serving.export import export_saved_model
+from detseg.serving.serving_module import ServingModule
 
 
 @pytest.fixture(scope="session")

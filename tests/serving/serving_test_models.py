@@ -17,8 +17,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from serving.model_config import ModelEntry
-from serving.server import ModelServer, ServerOptions
+from detseg.serving.model_config import ModelEntry
+from detseg.serving.server import ModelServer, ServerOptions
 
 FRAME = 64
 NUM_CLASSES = 2

@@ -34,17 +34,17 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from detseg.export_command import SERVING_TASKS, serving_module_for
-from models.backbones import feature_shape
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
-from pipelines.letterbox import letterbox_image, letterbox_params
-from serving.export import export_saved_model
-from serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE
-from serving.task_outputs import PADDED_CLASS
-from training.config import load_config
-from training.families import FAMILIES
-from training.predictions import frame_to_original
-from training.transfer_stages import build_backbone_for
+from detseg.cli.export_command import SERVING_TASKS, serving_module_for
+from detseg.models.backbones.registry import feature_shape
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
+from detseg.pipelines.letterbox import letterbox_image, letterbox_params
+from detseg.serving.export import export_saved_model
+from detseg.serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE
+from detseg.serving.task_outputs import PADDED_CLASS
+from detseg.training.config import load_config
+from detseg.training.families import FAMILIES
+from detseg.training.predictions import frame_to_original
+from detseg.training.transfer_stages import build_backbone_for
 
 pytestmark = pytest.mark.slow  # one export per family: ~55 s for the file on 2 cores
 

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from serving_test_models import LABELS, MODEL_NAME
 
-from data.coco import decode_segmentation
+from detseg.data.coco import decode_segmentation
 from detseg.cli import main
-from serving.client import ServingClient
+from detseg.serving.client import ServingClient
 
 
 @pytest.fixture(scope="module")

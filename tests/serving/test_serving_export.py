@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 from serving_test_models import FRAME, LABELS, MAX_DETECTIONS, random_pixels
 
-from serving.export import ExportError, export_saved_model, next_version, numeric_versions
-from serving.model_config import read_model_config
+from detseg.serving.export import ExportError, export_saved_model, next_version, numeric_versions
+from detseg.serving.model_config import read_model_config
 
 FLOAT_OUTPUTS = ("boxes", "scores")
 
@@ -93,7 +93,7 @@ def test_export_writes_numbered_versions_atomically_and_models_config(tmp_path, 
 
 def test_export_keeps_other_models_in_models_config(tmp_path, exported_detection):
     config = tmp_path / "models.config"
-    from serving.model_config import update_model_config
+    from detseg.serving.model_config import update_model_config
 
     update_model_config(config, "first", "/models/first")
     update_model_config(config, "second", str(exported_detection))

@@ -12,8 +12,8 @@ from serving_test_models import MODEL_NAME, random_pixels, start_server
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from serving.batching import BatchingOptions
-from serving.client import ServingClient
+from detseg.serving.batching import BatchingOptions
+from detseg.serving.client import ServingClient
 
 
 @pytest.fixture(scope="module")

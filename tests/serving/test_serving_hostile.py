@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from serving_test_models import MODEL_NAME, start_server
 
-from serving.batching import BatchingOptions
-from serving.client import ServingClient
+from detseg.serving.batching import BatchingOptions
+from detseg.serving.client import ServingClient
 
 BODY_LIMIT = 200_000
 PREDICT = f"/v1/models/{MODEL_NAME}:predict"

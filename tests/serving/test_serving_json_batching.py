@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving.batching import BatchingOptions, BatchScheduler, split_outputs
-from serving.errors import ServingError
-from serving.json_tensors import COLUMNAR, ROW, request_arrays, response_json
+from detseg.serving.batching import BatchingOptions, BatchScheduler, split_outputs
+from detseg.serving.errors import ServingError
+from detseg.serving.json_tensors import COLUMNAR, ROW, request_arrays, response_json
 
 
 def test_row_format_with_one_input_takes_plain_values_and_b64():

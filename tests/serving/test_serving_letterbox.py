@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 from serving_test_models import encode_image, random_pixels
 
-from pipelines.letterbox import PAD_PIXEL_VALUE, boxes_to_original as pipeline_boxes_to_original
-from pipelines.letterbox import letterbox_params
-from serving.letterbox import LetterboxSpec, letterbox_image, letterbox_transform
-from serving.serving_module import ServingModule, ServingModuleError
-from serving.task_outputs import PADDED_PIXEL, RawOutputError
+from detseg.pipelines.letterbox import PAD_PIXEL_VALUE, boxes_to_original as pipeline_boxes_to_original
+from detseg.pipelines.letterbox import letterbox_params
+from detseg.serving.letterbox import LetterboxSpec, letterbox_image, letterbox_transform
+from detseg.serving.serving_module import ServingModule, ServingModuleError
+from detseg.serving.task_outputs import PADDED_PIXEL, RawOutputError
 
 S = 64
 

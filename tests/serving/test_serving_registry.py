@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from serving_test_models import MODEL_NAME, copy_base_path
 
-from serving.errors import ServingError
-from serving.model_config import ModelConfigError, ModelEntry, read_model_config
-from serving.registry import ModelRegistry
+from detseg.serving.errors import ServingError
+from detseg.serving.model_config import ModelConfigError, ModelEntry, read_model_config
+from detseg.serving.registry import ModelRegistry
 
 
 def _registry(base: Path, **entry_options) -> ModelRegistry:

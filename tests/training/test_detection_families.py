@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from detseg.cli import main
-from training.config import load_config
-from training.families import FAMILIES
-from training.trainer import train
-from training.training_data import synthetic_dir
+from detseg.training.config import load_config
+from detseg.training.families import FAMILIES
+from detseg.training.trainer import train
+from detseg.training.training_data import synthetic_dir
 
 pytestmark = pytest.mark.slow  # each case trains a tiny detector for a few steps
 

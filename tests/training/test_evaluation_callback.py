@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.coco import load_coco
-from evaluation.task_evaluation import evaluate_task_predictions
-from models.backbones import build_backbone, feature_shape
-from models.classification_localization import ClassificationLocalizationModel, build_clsloc_head
-from pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
-from pipelines.dataset import build_dataset, build_eval_dataset
-from training.callbacks import MetricsCsv, ScalarEventLog
-from training.clsloc_family import evaluate as clsloc_family_evaluate
-from training.evaluation_callback import EvaluationCallback, logged_metrics
-from training.predictions import eval_targets
+from detseg.data.coco import load_coco
+from detseg.evaluation.task_evaluation import evaluate_task_predictions
+from detseg.models.backbones.registry import build_backbone, feature_shape
+from detseg.models.clsloc.classification_localization import ClassificationLocalizationModel, build_clsloc_head
+from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
+from detseg.pipelines.dataset import build_dataset, build_eval_dataset
+from detseg.training.callbacks import MetricsCsv, ScalarEventLog
+from detseg.training.clsloc_family import evaluate as clsloc_family_evaluate
+from detseg.training.evaluation_callback import EvaluationCallback, logged_metrics
+from detseg.training.predictions import eval_targets
 
 SIZE = 64
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.config import load_config
-from training.dataclass_yaml import ConfigError
-from training.families import FAMILIES
-from training.predictions import eval_targets, load_run_model, model_predictions
-from training.segmentation_family import (FCN_FAMILY, UNET_FAMILY, FCNHeadConfig, UNetHeadConfig,
-                                          build_fcn_family_head, build_unet_family_head)
-from training.trainer import train
-from training.training_data import resolve_training_data
+from detseg.training.config import load_config
+from detseg.training.dataclass_yaml import ConfigError
+from detseg.training.families import FAMILIES
+from detseg.training.predictions import eval_targets, load_run_model, model_predictions
+from detseg.training.segmentation_family import (FCN_FAMILY, UNET_FAMILY, FCNHeadConfig, UNetHeadConfig,
+                                                 build_fcn_family_head, build_unet_family_head)
+from detseg.training.trainer import train
+from detseg.training.training_data import resolve_training_data
 
 SHAPES_64 = {"P3": (8, 8, 32), "P4": (4, 4, 64), "P5": (2, 2, 128)}  # tiny backbone at 64 px
 

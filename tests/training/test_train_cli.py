@@ -54,8 +54,8 @@ def test_pretrain_on_coco_crops_then_train_from_those_weights(synthetic_dir, tmp
     description = json.loads(out.with_name("tiny.json").read_text())
     assert description["classes"] == ["circle", "rectangle", "triangle"] and description["num_samples"] > 0
 
-    from models.backbones import build_backbone
-    from models.transfer import weights_fingerprint
+    from detseg.models.backbones.registry import build_backbone
+    from detseg.models.backbones.transfer import weights_fingerprint
 
     pretrained = build_backbone("tiny", (64, 64), str(out))
     assert weights_fingerprint(pretrained) != weights_fingerprint(build_backbone("tiny", (64, 64), None))
@@ -77,8 +77,8 @@ def test_pretrain_on_a_folder_per_class(tmp_path):
 
 
 def test_pretrain_errors_are_named(tmp_path, synthetic_dir):
-    from data.errors import DatasetError
-    from training.pretrain import pretrain_backbone
+    from detseg.data.errors import DatasetError
+    from detseg.training.pretrain import pretrain_backbone
 
     annotations = synthetic_dir / "annotations" / "instances_train.json"
     with pytest.raises(ValueError, match=r"backbone\.h5: the file name must end with '\.weights\.h5'"):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.augment import AugmentConfig
-from training.clsloc_family import ClsLocHeadConfig
-from training.config import (ConfigError, TrainConfig, config_fingerprint, config_to_yaml,
-                             load_config, with_strategy)
+from detseg.pipelines.augment import AugmentConfig
+from detseg.training.clsloc_family import ClsLocHeadConfig
+from detseg.training.config import (ConfigError, TrainConfig, config_fingerprint, config_to_yaml,
+                                    load_config, with_strategy)
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -85,7 +85,7 @@ def test_wrong_types_are_named(override, key):
 
 
 def test_unknown_family_lists_the_known_ones():
-    from training.families import FAMILIES
+    from detseg.training.families import FAMILIES
 
     with pytest.raises(ConfigError) as error:
         load_config(SMOKE, ["model.family=yolo9000"])

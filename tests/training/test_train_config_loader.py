@@ -9,8 +9,8 @@ from typing import Literal
 import pytest
 import yaml
 
-from training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
-                                     read_yaml_mapping, to_mapping)
+from detseg.training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
+                                            read_yaml_mapping, to_mapping)
 
 
 @dataclass(frozen=True)

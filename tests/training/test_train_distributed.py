@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from data.synthetic import ensure_synthetic
-from training.config import load_config
-from training.training_data import synthetic_dir
+from detseg.data.synthetic import ensure_synthetic
+from detseg.training.config import load_config
+from detseg.training.training_data import synthetic_dir
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"

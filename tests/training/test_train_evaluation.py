@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config
-from training.trainer import train
+from detseg.training.config import load_config
+from detseg.training.trainer import train
 
 pytestmark = pytest.mark.slow  # a tiny two-stage run
 

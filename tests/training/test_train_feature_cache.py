@@ -10,12 +10,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from training.config import load_config
-from training.families import FAMILIES
-from training.feature_cache import FeatureCache, cache_key
-from training.run_directory import RunDirectory
-from training.training_data import resolve_training_data
-from training.transfer_stages import TrainingSession, bottleneck_features, build_backbone_for
+from detseg.training.config import load_config
+from detseg.training.families import FAMILIES
+from detseg.training.feature_cache import FeatureCache, cache_key
+from detseg.training.run_directory import RunDirectory
+from detseg.training.training_data import resolve_training_data
+from detseg.training.transfer_stages import TrainingSession, bottleneck_features, build_backbone_for
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from training.pretrain import crops_from_coco, grown_box, sample_batches
+from detseg.training.pretrain import crops_from_coco, grown_box, sample_batches
 
 
 def test_grown_box_adds_context_per_side_and_stays_in_the_image():

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from training.callbacks import read_metrics
-from training.config import load_config
-from training.training_data import resolve_training_data
+from detseg.training.callbacks import read_metrics
+from detseg.training.config import load_config
+from detseg.training.training_data import resolve_training_data
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"

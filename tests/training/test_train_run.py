@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data.coco import LabelMap
-from training.callbacks import TrainingDivergedError, read_metrics
-from training.config import load_config
-from training.run_directory import RunDirectoryError
-from training.trainer import train
-from training.transfer_stages import build_backbone_for
+from detseg.data.coco import LabelMap
+from detseg.training.callbacks import TrainingDivergedError, read_metrics
+from detseg.training.config import load_config
+from detseg.training.run_directory import RunDirectoryError
+from detseg.training.trainer import train
+from detseg.training.transfer_stages import build_backbone_for
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"
@@ -71,7 +71,7 @@ def test_run_directory_holds_everything(smoke_run):
 
 
 def _val_images(config):
-    from training.training_data import resolve_training_data
+    from detseg.training.training_data import resolve_training_data
 
     return resolve_training_data(config).val.images
 
@@ -180,7 +180,7 @@ def test_stage0_pretrains_the_backbone_offline_and_the_run_starts_from_it(runs_d
 
 
 def test_stage0_and_explicit_weights_are_exclusive(runs_dir):
-    from training.config import ConfigError
+    from detseg.training.config import ConfigError
 
     with pytest.raises(ConfigError, match="pretrain.epochs > 0"):
         smoke_config(runs_dir, "pretrain.epochs=1", "model.weights=x.weights.h5")

@@ -7,8 +7,8 @@ import math
 import keras
 import pytest
 
-from training.config import ScheduleConfig
-from training.schedules import WarmupDecaySchedule, schedule_for_stage
+from detseg.training.config import ScheduleConfig
+from detseg.training.schedules import WarmupDecaySchedule, schedule_for_stage
 
 
 def lr(schedule, step: int) -> float:

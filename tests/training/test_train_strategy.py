@@ -7,7 +7,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from training.strategy import StrategyError, build_strategy, is_chief, is_chief_task
+from detseg.training.strategy import StrategyError, build_strategy, is_chief, is_chief_task
 
 
 def resolver(cluster: dict, task_type: str, task_id: int):

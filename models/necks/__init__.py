@@ -1,0 +1,1 @@
+"""detseg.models.necks."""
