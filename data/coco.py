@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from detseg.data.atomic_files import write_json_atomic
+from detseg.core.atomic_files import write_json_atomic
 from detseg.data.errors import DatasetError
 
 REQUIRED_TOP_LEVEL_KEYS = ("images", "annotations", "categories")

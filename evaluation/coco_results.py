@@ -23,7 +23,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
-from detseg.data.atomic_files import write_json_atomic
+from detseg.core.atomic_files import write_json_atomic
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask, read_json
 from detseg.data.errors import DatasetError
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from detseg.data.atomic_files import write_json_atomic, write_text_atomic
+from detseg.core.atomic_files import write_json_atomic, write_text_atomic
 from detseg.evaluation.plots import plot_confusion_matrix, plot_per_class_bars, plot_pr_curves
 from detseg.evaluation.report_document import report_blocks
 from detseg.evaluation.report_render import to_html, to_markdown

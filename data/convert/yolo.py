@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from detseg.data.atomic_files import write_text_atomic
+from detseg.core.atomic_files import write_text_atomic
 from detseg.data.coco import CocoDataset, ImageRecord
 from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
