@@ -9,7 +9,7 @@ Both run the `serving_default` signature on the encoded files, exactly as a user
 would, so what gets evaluated is the exported graph (decoding, letterbox, model, mapping
 back) and, for a served model, the server and the wire format too. Each row of the
 signature's outputs becomes one image's prediction, in the contract that
-`evaluation.task_evaluation` takes, per task (the pipelines' task names):
+`evaluation.task_evaluation` takes, per task (`detseg.core.contract` task names):
 
 - "detection" / "instance" (masks): `boxes` `[N, 4]` xyxy original px, `scores`, `classes`,
   `class_names` (str), `num_detections`; `masks` `uint8 [N, H, W]` cut to the image's size.
@@ -28,12 +28,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC
 from detseg.serving.client import IMAGES_SIGNATURE, ServingClient, ServingClientError
 from detseg.serving.export import numeric_versions
 
 DEFAULT_BATCH_SIZE = 8  # images per call: bounded memory and request size
-DETECTION, INSTANCE, SEMANTIC, CLASSIFICATION_LOCALIZATION = (
-    "detection", "instance", "semantic", "classification_localization")
 
 EncodedPredict = Callable[[list[bytes]], Mapping[str, np.ndarray]]
 

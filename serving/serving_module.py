@@ -9,7 +9,11 @@ each task must return and what it serves). It has two signatures:
                                                        each of its own size
     serving_pixels(pixels: tf.uint8 [None, None, None, 3])   a batch of same-size RGB images
 
-Both return the same outputs (`serving.task_outputs`), in original image pixels. Label
+`serving_module_for(model, task, image_size, class_names)` wraps any detseg task model:
+every family's `predict_step` returns the decoded prediction dict this module serves, so
+no family needs its own adapter.
+
+Both signatures return the same outputs (`serving.task_outputs`), in original image pixels. Label
 names are written to `labels.txt`, carried as a SavedModel asset, and looked up in-graph
 to produce `class_names`.
 """
@@ -23,6 +27,7 @@ from typing import Any, Callable, Sequence
 import keras
 import tensorflow as tf
 
+from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
 from detseg.serving.letterbox import LetterboxSpec, letterbox_images, letterbox_image, letterbox_transform
 from detseg.serving.task_outputs import TASKS, served_outputs
 
@@ -53,7 +58,7 @@ class ServingModule(tf.Module):
 
     Args:
       infer: `pixels float32 [B, S, S, 3] (0..255) -> dict of batched tensors` in the frame.
-      task: one of `serving.task_outputs.TASKS`.
+      task: one of `serving.task_outputs.TASKS` (the `detseg.core.contract` task names).
       letterbox: the `LetterboxSpec` (or just S) used in training.
       label_names: class index -> name, in index order (`LabelMap.names`).
       trackables: objects holding variables that a plain-function `infer` uses, so the
@@ -120,3 +125,22 @@ class ServingModule(tf.Module):
         """The signature map for `tf.saved_model.save`."""
         return {DEFAULT_SIGNATURE: self.serving_default.get_concrete_function(),
                 PIXELS_SIGNATURE: self.serving_pixels.get_concrete_function()}
+
+
+def serving_module_for(model: keras.Model, task: str, image_size: int | LetterboxSpec,
+                       class_names: Sequence[str]) -> ServingModule:
+    """The `ServingModule` of a detseg task model trained on `task` at `image_size`.
+
+    Serves `model.predict_step`: every task model (`detseg.models.TaskModel`) returns from it
+    the decoded predictions of its task in the letterbox frame, under the names
+    `serving.task_outputs` reads. Semantic models get `BACKGROUND_NAME` as label 0 (class-map
+    value 0 is background; class index i is map value i + 1).
+    """
+    if task not in TASKS:
+        raise ServingModuleError(f"task must be one of {TASKS}, got {task!r}")
+
+    def infer(pixels: tf.Tensor) -> dict[str, tf.Tensor]:
+        return model.predict_step(pixels)
+
+    labels = [BACKGROUND_NAME, *class_names] if task == SEMANTIC else list(class_names)
+    return ServingModule(infer, task=task, letterbox=image_size, label_names=labels, trackables=[model])

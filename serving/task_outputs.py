@@ -4,7 +4,9 @@ Each task turns the dict that `infer(pixels)` returns into the signature outputs
 TF Serving clients receive. Every output keeps the batch dimension `B` so TF Serving's
 row format (`"instances"` -> `"predictions"`) works.
 
-detection, what `infer` returns (S x S letterbox frame):
+The task names are `detseg.core.contract.TASKS`: a model serves the task it trains on.
+
+detection and instance, what `infer` returns (S x S letterbox frame):
     boxes f32 [B, K, 4] xyxy px, scores f32 [B, K], classes int [B, K] (PADDED_CLASS = unused),
     optional num_detections int [B], optional masks f32/uint8 [B, K, Hm, Wm] covering the frame.
   served: boxes f32 [B, K, 4] xyxy ORIGINAL px, scores f32 [B, K], classes i32 [B, K],
@@ -13,7 +15,7 @@ detection, what `infer` returns (S x S letterbox frame):
     The first num_detections slots of each row are the detections, in the model's order;
     the other slots hold box 0, score 0, class PADDED_CLASS, name "".
 
-segmentation, what `infer` returns: logits or probabilities f32 [B, Hm, Wm, C], or
+semantic, what `infer` returns: logits or probabilities f32 [B, Hm, Wm, C], or
     class_map int [B, Hm, Wm], covering the frame.
   served: class_map i32 [B, Hmax, Wmax], image_height i32 [B], image_width i32 [B],
     label_names string [B, C] (the label file, once per row).
@@ -33,9 +35,12 @@ from typing import Callable
 
 import tensorflow as tf
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC
+from detseg.core.contract import TASKS as CORE_TASKS
+
 from detseg.serving.letterbox import boxes_to_original, dense_to_original
 
-TASKS = ("detection", "segmentation", "classification_localization")
+TASKS = CORE_TASKS  # detection, instance, semantic, classification_localization
 PADDED_CLASS = -1  # class of an unused detection slot
 PADDED_PIXEL = -1  # class_map value outside an image's own size in a mixed-size batch
 MASK_THRESHOLD = 0.5  # resampled mask probability at or above which a pixel belongs to the object
@@ -110,9 +115,9 @@ def detection_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: i
     return outputs
 
 
-def segmentation_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: int,
+def semantic_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: int,
                          label_lookup: LabelLookup, num_labels: int) -> dict[str, tf.Tensor]:
-    """Segmentation raw outputs (frame) -> class map at the original size; see module doc."""
+    """Semantic raw outputs (frame) -> class map at the original size; see module doc."""
     score_key = next((k for k in ("logits", "probabilities") if k in raw), None)
     if score_key is not None:
         scores = _per_image_dense(tf.cast(raw[score_key], tf.float32), transforms, frame_size,
@@ -127,7 +132,7 @@ def segmentation_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size
         dense = tf.cast(raw["class_map"], tf.int32)[..., tf.newaxis]
         class_map = _per_image_dense(dense, transforms, frame_size, "nearest", PADDED_PIXEL, tf.int32)[..., 0]
     else:
-        raise RawOutputError(f"segmentation model outputs need 'logits', 'probabilities' or 'class_map'; "
+        raise RawOutputError(f"semantic model outputs need 'logits', 'probabilities' or 'class_map'; "
                              f"it returned {sorted(raw)}")
     heights, widths = _image_sizes(transforms)
     names = label_lookup(tf.range(num_labels, dtype=tf.int32))
@@ -156,10 +161,10 @@ def served_outputs(task: str, raw: dict, transforms: dict[str, tf.Tensor], frame
     """Dispatch on `task` (one of TASKS)."""
     if not isinstance(raw, dict):
         raise RawOutputError(f"infer must return a dict of tensors, got {type(raw).__name__}")
-    if task == "detection":
+    if task in (DETECTION, INSTANCE):
         return detection_outputs(raw, transforms, frame_size, label_lookup)
-    if task == "segmentation":
-        return segmentation_outputs(raw, transforms, frame_size, label_lookup, num_labels)
-    if task == "classification_localization":
+    if task == SEMANTIC:
+        return semantic_outputs(raw, transforms, frame_size, label_lookup, num_labels)
+    if task == CLASSIFICATION_LOCALIZATION:
         return classification_localization_outputs(raw, transforms, label_lookup)
     raise RawOutputError(f"task must be one of {TASKS}, got {task!r}")

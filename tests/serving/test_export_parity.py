@@ -2,7 +2,8 @@
 
 Each family of `training.families.FAMILIES` is built as its smoke config builds it (tiny
 backbone, 64 px, random weights: predictions are deterministic, so no training is
-needed), wrapped by the users' export path (`detseg.export_command.serving_module_for`),
+needed), wrapped by the users' export path (`serving.serving_module.serving_module_for`, which
+`detseg.workflows.export.export_run` uses),
 written by `serving.export.export_saved_model`, and reloaded with `tf.saved_model.load`.
 Both signatures (`serving_default`: encoded PNGs; `serving_pixels`: uint8 pixels) must
 then give, on the same images, what the in-memory model gives through the project's
@@ -34,13 +35,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from detseg.cli.export_command import SERVING_TASKS, serving_module_for
 from detseg.models.backbones.registry import feature_shape
 from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
 from detseg.pipelines.letterbox import letterbox_image, letterbox_params
 from detseg.serving.export import export_saved_model
-from detseg.serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE
-from detseg.serving.task_outputs import PADDED_CLASS
+from detseg.serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, serving_module_for
+from detseg.serving.task_outputs import PADDED_CLASS, TASKS as SERVING_TASKS
 from detseg.training.config import load_config
 from detseg.training.families import FAMILIES
 from detseg.training.predictions import frame_to_original
@@ -75,7 +75,7 @@ SCALED = Tolerance(box_px=1.5e-3, score=1e-5, dense_fraction=1e-3)
 
 class Exported(NamedTuple):
     family: str
-    task: str  # the pipeline task (`training.model_family.ModelFamily.task`)
+    task: str  # the family's task (`training.model_family.ModelFamily.task`), also the served one
     model: keras.Model
     loaded: Any  # what tf.saved_model.load returned
 

@@ -70,7 +70,7 @@ def _half_frame_segmenter(pixels):
 
 
 def test_class_map_maps_back_to_original_pixels_by_hand():
-    module = ServingModule(_half_frame_segmenter, task="segmentation", letterbox=S, label_names=["left", "right"])
+    module = ServingModule(_half_frame_segmenter, task="semantic", letterbox=S, label_names=["left", "right"])
     # 40 x 30: scale 1.6, resized 64 x 48, pad_x 8: frame x > 32 <=> (col + 0.5) * 1.6 + 8 > 32 <=> col >= 15.
     # 20 x 64: scale 1, pad_y 22, pad_x 0: frame x > 32 <=> col >= 32.
     images = [encode_image(random_pixels(40, 30, 0)), encode_image(random_pixels(20, 64, 1))]
@@ -94,7 +94,7 @@ def test_class_map_ids_use_nearest_sampling():
         logits = _half_frame_segmenter(pixels)["logits"]
         return {"class_map": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
-    module = ServingModule(segmenter, task="segmentation", letterbox=S, label_names=["left", "right"])
+    module = ServingModule(segmenter, task="semantic", letterbox=S, label_names=["left", "right"])
     class_map = module.serving_pixels(tf.constant(random_pixels(40, 30, 0)[np.newaxis]))["class_map"].numpy()[0]
     assert class_map.shape == (40, 30)
     np.testing.assert_array_equal(class_map[:, :15], 0)
