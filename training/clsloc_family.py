@@ -14,11 +14,11 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION
 from detseg.data.coco import LabelMap
 from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
 from detseg.models.clsloc.classification_localization import (FEATURE_LEVEL, ClassificationLocalizationModel,
                                                               build_clsloc_head)
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION
 from detseg.training.model_family import ModelFamily
 
 
@@ -68,7 +68,7 @@ def evaluate(model, eval_batches, label_map: LabelMap, dataset=None) -> dict[str
         outputs = predict(x)
         valid = meta["valid"].numpy()
         metrics.update(np.asarray(y["class"])[valid], np.asarray(y["box"])[valid],
-                       outputs["class_probs"].numpy()[valid], outputs["box"].numpy()[valid])
+                       outputs["class_probabilities"].numpy()[valid], outputs["box"].numpy()[valid])
     return metrics.result()
 
 

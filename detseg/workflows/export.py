@@ -1,7 +1,7 @@
 """Export workflow: a finished training run as a TF Serving SavedModel.
 
 `export_run` is the whole adapter between a run directory and a served model: load the
-run's final model (any family) with `detseg.training.load_run_model`, wrap it with the
+run's final model (any family) with `detseg.training.run_model.load_run_model`, wrap it with the
 family-agnostic `detseg.serving.serving_module.serving_module_for` (which serves
 `model.predict_step`, the same decoded-prediction dict for every family), and write it
 atomically as `model_base_path/<version>/` with a `models.config` beside the base path.
@@ -26,7 +26,7 @@ def export_run(run_dir: str | os.PathLike, model_base_path: str | os.PathLike,
     """
     from detseg.serving.export import export_saved_model
     from detseg.serving.serving_module import serving_module_for
-    from detseg.training.predictions import load_run_model
+    from detseg.training.run_model import load_run_model
 
     run = load_run_model(run_dir)
     module = serving_module_for(run.model, run.task, run.image_size, list(run.label_map.names))

@@ -7,8 +7,9 @@ Three pieces, so that transfer learning can train them in two stages:
   The box is xyxy NORMALIZED to the input frame (x / width, y / height, 0..1 through
   a sigmoid).
 - `ClassificationLocalizationModel(backbone, head)`: the task model. Input raw pixels
-  float32 `[B, H, W, 3]` in 0..255; output `{"class_probs": [B, C] softmax,
-  "box": [B, 4] xyxy PIXELS of the input frame}`; targets `{"class": int32 [B],
+  float32 `[B, H, W, 3]` in 0..255; `call` and `predict` both give `{"class_probabilities":
+  [B, C] softmax, "box": [B, 4] xyxy PIXELS of the input frame}` (the names the export
+  serves); targets `{"class": int32 [B],
   "box": float32 [B, 4] xyxy pixels}` (the batch contract). It owns the multitask loss
   and the metrics, so compile it with an optimizer only. With `backbone=None` (stage 1,
   bottleneck features) its input is the cached P5 features `[B, h, w, c]` and
@@ -27,6 +28,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from detseg.models.task_model import TaskModel
 from detseg.models.clsloc.losses import (
     BOX_LOSSES, LOCALIZATION_IOU_THRESHOLD, SMOOTH_L1, box_ious, box_regression_loss, class_hits,
     classification_loss, localization_hits, object_mask)
@@ -97,7 +99,7 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float = 0
 
 
 @keras.saving.register_keras_serializable(package="detseg")
-class ClassificationLocalizationModel(keras.Model):
+class ClassificationLocalizationModel(TaskModel):
     """Backbone (optional) + head, with the multitask loss and metrics (module docstring).
 
     Args:
@@ -110,6 +112,8 @@ class ClassificationLocalizationModel(keras.Model):
         smooth_l1_delta: where smooth L1 turns linear, as a fraction of the frame.
         iou_threshold: IoU from which a box counts for `localization_accuracy`.
     """
+
+    nested_model_keys = ("backbone", "head")
 
     def __init__(self, backbone: keras.Model | None, head: keras.Model, image_size=None,
                  box_loss: str = SMOOTH_L1, class_loss_weight: float = 1.0,
@@ -144,54 +148,50 @@ class ClassificationLocalizationModel(keras.Model):
         return int(self.head.output["class_logits"].shape[-1])
 
     def call(self, inputs, training=False):
-        """Pixels `[B, H, W, 3]` (or P5 features without a backbone) -> `{"class_probs", "box"}`."""
+        """Pixels `[B, H, W, 3]` (or P5 features without a backbone) -> `{"class_probabilities", "box"}`."""
         features = inputs
         if self.backbone is not None:
             features = self.backbone(inputs, training=training)[FEATURE_LEVEL]
         outputs = self.head(features, training=training)
         box = _ordered_corners(outputs["box_normalized"]) * self._frame_scale(outputs["box_normalized"].dtype)
-        return {"class_probs": tf.nn.softmax(outputs["class_logits"], axis=-1), "box": box}
+        return {"class_probabilities": tf.nn.softmax(outputs["class_logits"], axis=-1), "box": box}
+
+    def predict_outputs(self, images) -> dict[str, tf.Tensor]:
+        """The class probabilities and the box in the input frame: `call`'s outputs, already decoded."""
+        return self(images, training=False)
 
     def _frame_scale(self, dtype):
         """`[4]` = (W, H, W, H): normalized xyxy -> pixels of the input frame."""
         height, width = self.image_size
         return tf.constant([width, height, width, height], dtype=dtype)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def task_loss(self, x, y, y_pred, sample_weight=None, training=True):
         """`w_c * cross-entropy + w_b * box loss`, each a mean over the batch (NO_OBJECT -> 0)."""
         class_true, box_true = _targets(y)
         weights = _sample_weights(class_true, sample_weight)
         scale = self._frame_scale(tf.float32)
         box_true = box_true / scale
         box_pred = tf.cast(y_pred["box"], tf.float32) / scale
-        class_loss = _batch_mean(classification_loss(class_true, y_pred["class_probs"]), weights)
+        class_loss = _batch_mean(classification_loss(class_true, y_pred["class_probabilities"]), weights)
         box_loss = _batch_mean(
             box_regression_loss(self.box_loss, box_true, box_pred, self.smooth_l1_delta), weights)
         self.class_loss_tracker.update_state(class_loss)
         self.box_loss_tracker.update_state(box_loss)
-        total = self.class_loss_weight * class_loss + self.box_loss_weight * box_loss
-        # Under tf.distribute each replica returns its share; Keras sums the gradients.
-        total = total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, total.dtype)
-        for extra in self.losses:  # weight regularizers, if a sub-model has any
-            total = total + tf.cast(tf.reduce_sum(extra), total.dtype)
-        return total
+        return self.class_loss_weight * class_loss + self.box_loss_weight * box_loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         class_true, box_true = _targets(y)
         weights = _sample_weights(class_true, sample_weight)
-        self.accuracy_tracker.update_state(class_hits(class_true, y_pred["class_probs"]), weights)
+        self.accuracy_tracker.update_state(class_hits(class_true, y_pred["class_probabilities"]), weights)
         self.mean_iou_tracker.update_state(box_ious(box_true, y_pred["box"]), weights)
         self.localization_tracker.update_state(
-            localization_hits(class_true, y_pred["class_probs"], box_true, y_pred["box"],
+            localization_hits(class_true, y_pred["class_probabilities"], box_true, y_pred["box"],
                               self.iou_threshold), weights)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()
         config.update({
-            "backbone": (None if self.backbone is None
-                         else keras.saving.serialize_keras_object(self.backbone)),
-            "head": keras.saving.serialize_keras_object(self.head),
             "image_size": list(self.image_size),
             "box_loss": self.box_loss,
             "class_loss_weight": self.class_loss_weight,
@@ -200,15 +200,6 @@ class ClassificationLocalizationModel(keras.Model):
             "iou_threshold": self.iou_threshold,
         })
         return config
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("backbone", "head"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(
-                    config[key], custom_objects=custom_objects)
-        return cls(**config)
 
 
 def _resolved_image_size(backbone, image_size) -> tuple[int, int]:

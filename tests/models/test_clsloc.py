@@ -37,9 +37,9 @@ def tiny_model():
 def test_outputs_are_probabilities_and_ordered_pixel_boxes(tiny_model):
     images, _ = make_square_images(5, SIZE)
     outputs = tiny_model(images)
-    assert set(outputs) == {"class_probs", "box"}
-    assert outputs["class_probs"].shape == (5, 3) and outputs["box"].shape == (5, 4)
-    np.testing.assert_allclose(np.sum(outputs["class_probs"], axis=-1), 1.0, rtol=1e-5)
+    assert set(outputs) == {"class_probabilities", "box"}
+    assert outputs["class_probabilities"].shape == (5, 3) and outputs["box"].shape == (5, 4)
+    np.testing.assert_allclose(np.sum(outputs["class_probabilities"], axis=-1), 1.0, rtol=1e-5)
     box = outputs["box"].numpy()
     assert np.all(box >= 0) and np.all(box <= SIZE)
     assert np.all(box[:, 0] <= box[:, 2]) and np.all(box[:, 1] <= box[:, 3])
@@ -55,7 +55,7 @@ def test_outputs_are_probabilities_and_ordered_pixel_boxes(tiny_model):
 def test_loss_by_hand(box_loss, box_term):
     model = _features_only_model(box_loss=box_loss, class_loss_weight=2.0, box_loss_weight=3.0)
     targets = {"class": np.array([0], np.int32), "box": np.array([[0, 0, 50, 50]], np.float32)}
-    predictions = {"class_probs": np.array([[0.5, 0.25, 0.25]], np.float32),
+    predictions = {"class_probabilities": np.array([[0.5, 0.25, 0.25]], np.float32),
                    "box": np.array([[10, 0, 50, 50]], np.float32)}
     loss = model.compute_loss(y=targets, y_pred=predictions)
     np.testing.assert_allclose(float(loss), 2.0 * math.log(2.0) + 3.0 * box_term, rtol=1e-5)
@@ -65,7 +65,7 @@ def test_smooth_l1_is_linear_beyond_delta():
     model = _features_only_model(class_loss_weight=0.0)
     targets = {"class": np.array([0], np.int32), "box": np.array([[0, 0, 50, 50]], np.float32)}
     # y_max 100 px instead of 50 px: a difference of .5 of the frame height -> .5 - .1 / 2.
-    predictions = {"class_probs": np.array([[1.0, 0.0, 0.0]], np.float32),
+    predictions = {"class_probabilities": np.array([[1.0, 0.0, 0.0]], np.float32),
                    "box": np.array([[0, 0, 50, 100]], np.float32)}
     np.testing.assert_allclose(float(model.compute_loss(y=targets, y_pred=predictions)), 0.45, rtol=1e-5)
 
@@ -77,7 +77,7 @@ def test_images_without_object_count_in_no_loss():
     def loss_with_second_box(second_box):
         targets = {"class": np.array([0, NO_OBJECT], np.int32),
                    "box": np.array([[0, 0, 50, 50], second_box], np.float32)}
-        predictions = {"class_probs": probs, "box": np.array([[0, 0, 50, 50], [0, 0, 5, 5]], np.float32)}
+        predictions = {"class_probabilities": probs, "box": np.array([[0, 0, 50, 50], [0, 0, 5, 5]], np.float32)}
         return float(model.compute_loss(y=targets, y_pred=predictions))
 
     # Only the first image counts, averaged over the batch of 2: ln 2 / 2.
@@ -97,7 +97,7 @@ def test_metrics_by_hand():
                       [0, 0, 100, 50],     # class right, IoU .5  -> localized (>= .5)
                       [90, 90, 99, 99]],   # no object: ignored
                      np.float32)
-    results = model.compute_metrics(None, targets, {"class_probs": probs, "box": boxes})
+    results = model.compute_metrics(None, targets, {"class_probabilities": probs, "box": boxes})
     np.testing.assert_allclose(float(results["accuracy"]), 3 / 4, rtol=1e-6)
     np.testing.assert_allclose(float(results["mean_iou"]), (0.8 + 0.25 + 1.0 + 0.5) / 4, rtol=1e-6)
     np.testing.assert_allclose(float(results["localization_accuracy"]), 2 / 4, rtol=1e-6)
@@ -136,7 +136,7 @@ def test_stage_one_on_features_then_stage_two_on_pixels_share_the_head(tiny_mode
     stage_one.fit(features, targets, batch_size=8, epochs=1, verbose=0)
     stage_two = ClassificationLocalizationModel(backbone, head)
     on_features, on_pixels = stage_one(features), stage_two(images)
-    for key in ("class_probs", "box"):
+    for key in ("class_probabilities", "box"):
         np.testing.assert_allclose(on_pixels[key], on_features[key], rtol=1e-4, atol=1e-4)
 
 
@@ -150,7 +150,7 @@ def test_keras_file_round_trip_gives_equal_outputs_and_options(tiny_model, tmp_p
     assert isinstance(reloaded, ClassificationLocalizationModel)
     assert (reloaded.box_loss, reloaded.box_loss_weight, reloaded.iou_threshold) == ("giou", 2.5, 0.7)
     original, restored = model(images), reloaded(images)
-    for key in ("class_probs", "box"):
+    for key in ("class_probabilities", "box"):
         np.testing.assert_allclose(restored[key], original[key], rtol=1e-5, atol=1e-5)
 
 

@@ -96,7 +96,7 @@ def test_final_model_reloads_and_predicts_the_same(smoke_run):
     model = keras.saving.load_model(result.run_dir / "model.keras")
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     outputs = model(images, training=False)
-    assert outputs["class_probs"].shape == (2, 3) and outputs["box"].shape == (2, 4)
+    assert outputs["class_probabilities"].shape == (2, 3) and outputs["box"].shape == (2, 4)
     again = keras.saving.load_model(result.run_dir / "model.keras")(images, training=False)
     np.testing.assert_allclose(again["box"], outputs["box"], rtol=1e-6)
 
