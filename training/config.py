@@ -1,173 +1,36 @@
-"""The training config: frozen dataclasses, loaded from YAML with `key=value` overrides.
+"""Loading a training config: a YAML file or a packaged name, `key=value` overrides, checked.
 
     config = load_config("configs/clsloc_synthetic.yaml", ["stage1.epochs=3", "model.backbone=tiny"])
+    config = load_config("smoke/yolo")   # a config that ships with detseg, found by name
 
-Sections (see `configs/*.yaml` for annotated examples):
-- `name`, `seed`, `deterministic`, `runs_dir`, `strategy` (default | mirrored | multiworker)
-- `model`: `family` (a key of `training.families.FAMILIES`), `backbone`, `weights`
-  (null | imagenet | path to a `.weights.h5`, e.g. one written by `detseg pretrain`),
-  `image_size`, and `head`, whose keys are the family's own head config dataclass.
-- `data`: COCO `train` / `val` JSON paths (+ optional `images` dir), or `synthetic`.
-- `augment`: `pipelines.augment.AugmentConfig`, the pipeline's augmentation for stage 2
-  (stage 1 trains on cached, un-augmented features: augmentation cannot apply to
-  features computed once).
-- `pretrain` (optional stage 0: the backbone learns on object crops of the train split,
-  offline), `stage1` (bottleneck: frozen backbone, cached features), `stage2` (fine-tuning: the top
-  `unfreeze` blocks, or `all`), `schedule` (learning rate per stage), `early_stopping`,
-  `optimizer`.
+The schema (the dataclasses, their value checks) is `training.config_schema`, which knows
+no family; this module sits above the family registry (`training.families.FAMILIES`) and
+checks `model.head` against the chosen family's head config dataclass. The schema's names
+are re-exported here, so `from detseg.training.config import TrainConfig` keeps working.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import yaml
+from detseg.training.config_schema import (STRATEGIES, UNFREEZE_ALL, DataConfig, EarlyStoppingConfig,
+                                           EvaluationConfig, ModelConfig, OptimizerConfig, PretrainConfig,
+                                           ScheduleConfig, Stage1Config, Stage2Config, SyntheticDataConfig,
+                                           TrainConfig, config_fingerprint, config_to_yaml, parse_config,
+                                           with_strategy)
+from detseg.training.dataclass_yaml import ConfigError, apply_overrides, parse_overrides, read_yaml_mapping
+from detseg.training.families import FAMILIES
 
-from detseg.data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE
-from detseg.pipelines.augment import AugmentConfig
-from detseg.training.dataclass_yaml import (ConfigError, apply_overrides, from_mapping, parse_overrides,
-                                            read_yaml_mapping, to_mapping)
+__all__ = ["STRATEGIES", "UNFREEZE_ALL", "PACKAGED_CONFIGS", "HEAD_SCHEMAS", "ConfigError", "DataConfig",
+           "EarlyStoppingConfig", "EvaluationConfig", "ModelConfig", "OptimizerConfig", "PretrainConfig",
+           "ScheduleConfig", "Stage1Config", "Stage2Config", "SyntheticDataConfig", "TrainConfig",
+           "config_fingerprint", "config_from_mapping", "config_to_yaml", "load_config",
+           "packaged_config_names", "resolve_config_path", "with_strategy"]
 
-STRATEGIES = ("default", "mirrored", "multiworker")
-UNFREEZE_ALL = "all"
 PACKAGED_CONFIGS = "detseg.configs"  # the YAML configs installed with the package
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    family: str = "clsloc"
-    backbone: str = "tiny"
-    weights: str | None = None
-    image_size: int = 128
-    alpha: float = 1.0  # width multiplier (tiny, mobilenet_v2 only)
-    head: object = None  # replaced at load time by the family's head config dataclass
-
-
-@dataclass(frozen=True)
-class SyntheticDataConfig:
-    """Generate (once) the synthetic shapes dataset, so smoke configs need no files."""
-
-    num_images: int = 200
-    image_size: int = 128
-    seed: int = 0
-    max_shapes: int = MAX_SHAPES  # most shapes per image; 1: single-object images
-    min_shape_size: float = MIN_SHAPE_SIZE  # smallest shape diameter, a fraction of the image side
-    dir: str | None = None  # default: <runs_dir>/synthetic/n<num_images>_s<image_size>_seed<seed>[_max<k>]
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    train: str | None = None
-    val: str | None = None
-    images: str | None = None
-    synthetic: SyntheticDataConfig | None = None
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    """Stage 0, offline: with `epochs > 0` (and `model.weights: null`) the backbone first
-    trains as a classifier on object crops of the train split (`detseg pretrain`), and the
-    run starts from those weights (`runs/<name>/pretrain/backbone.weights.h5`)."""
-
-    epochs: int = 0
-    image_size: int = 64
-    batch_size: int = 32
-    lr: float = 1e-3
-
-
-@dataclass(frozen=True)
-class Stage1Config:
-    """Bottleneck training: the frozen backbone runs once; the head trains on cached features."""
-
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 32
-    cache_dir: str | None = None  # default: <run dir>/feature_cache
-
-
-@dataclass(frozen=True)
-class Stage2Config:
-    """Fine-tuning from the stage-1 head: top `unfreeze` blocks (or `all`) train.
-
-    `batchnorm: frozen` (default) keeps BatchNorm in inference mode with the backbone's
-    statistics, right for ImageNet weights; `train` lets the unfrozen blocks' BatchNorm
-    learn, right when those statistics never saw images like these (no weights, or a
-    backbone pretrained on object crops by stage 0).
-    """
-
-    epochs: int = 5
-    lr: float = 1e-4
-    batch_size: int = 16
-    unfreeze: int | Literal["all"] = 2
-    batchnorm: Literal["frozen", "train"] = "frozen"
-
-
-@dataclass(frozen=True)
-class ScheduleConfig:
-    """Learning rate over one stage's steps; `warmup_epochs` ramps linearly up to the stage's lr."""
-
-    kind: Literal["constant", "step", "exponential", "inverse_time", "cosine"] = "cosine"
-    warmup_epochs: float = 0.0
-    decay_epochs: float = 1.0  # step / exponential / inverse_time: the decay period
-    decay_rate: float = 0.5
-    min_lr_fraction: float = 0.0  # cosine: floor as a fraction of the stage lr
-
-
-@dataclass(frozen=True)
-class EvaluationConfig:
-    """The task's real metric (COCO AP, mIoU, localization accuracy) on val while fine-tuning.
-
-    `every`: evaluate after every N-th stage-2 epoch and the last (0 = off); the numbers
-    (`val_coco_AP`, `val_mIoU`, ...) go to metrics.csv and TensorBoard.
-    """
-
-    every: int = 0
-    batch_size: int = 8
-
-
-@dataclass(frozen=True)
-class EarlyStoppingConfig:
-    enabled: bool = True
-    monitor: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    patience: int = 5
-    min_delta: float = 0.0
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    kind: Literal["adam", "adamw", "sgd"] = "adam"
-    weight_decay: float = 0.0  # adamw only
-    momentum: float = 0.9  # sgd only
-    clipnorm: float | None = None
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    name: str
-    seed: int = 0
-    deterministic: bool = True
-    runs_dir: str = "runs"
-    strategy: Literal["default", "mirrored", "multiworker"] = "default"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    stage1: Stage1Config = field(default_factory=Stage1Config)
-    stage2: Stage2Config = field(default_factory=Stage2Config)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    eval: EvaluationConfig = field(default_factory=EvaluationConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(self.runs_dir) / self.name
+HEAD_SCHEMAS: dict[str, type] = {name: family.head_config for name, family in FAMILIES.items()}
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -185,67 +48,8 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def config_from_mapping(raw: dict[str, Any]) -> TrainConfig:
-    """A `TrainConfig` from nested dicts; `model.head` is checked against the family's schema."""
-    from detseg.training.families import FAMILIES
-
-    model = raw.get("model") or {}
-    family = model.get("family", ModelConfig.family) if isinstance(model, dict) else None
-    if family not in FAMILIES:
-        raise ConfigError(f"config key 'model.family' must be one of {sorted(FAMILIES)}, got {family!r}")
-    config = from_mapping(TrainConfig, raw, field_types={"model.head": FAMILIES[family].head_config})
-    _check_values(config)
-    return config
-
-
-def _check_values(config: TrainConfig) -> None:
-    data = config.data
-    if data.synthetic is not None and (data.train or data.val):
-        raise ConfigError("data.synthetic and data.train/data.val are exclusive: choose one source")
-    if data.synthetic is None and not (data.train and data.val):
-        raise ConfigError("data needs both 'train' and 'val' COCO files, or a 'synthetic' section")
-    positive = {"model.image_size": config.model.image_size,
-                "stage1.batch_size": config.stage1.batch_size,
-                "stage2.batch_size": config.stage2.batch_size}
-    for key, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"config key '{key}' must be positive, got {value}")
-    for key, value in {"stage1.epochs": config.stage1.epochs, "stage2.epochs": config.stage2.epochs,
-                       "early_stopping.patience": config.early_stopping.patience,
-                       "eval.every": config.eval.every}.items():
-        if value < 0:
-            raise ConfigError(f"config key '{key}' must be >= 0, got {value}")
-    if isinstance(config.stage2.unfreeze, int) and config.stage2.unfreeze < 0:
-        raise ConfigError(f"config key 'stage2.unfreeze' must be >= 0 or 'all', got {config.stage2.unfreeze}")
-    if config.pretrain.epochs > 0 and config.model.weights is not None:
-        raise ConfigError("pretrain.epochs > 0 pretrains the backbone itself: set model.weights to null, "
-                          "or pretrain.epochs to 0 to start from model.weights")
-    if config.stage1.epochs + config.stage2.epochs == 0:
-        raise ConfigError("stage1.epochs and stage2.epochs are both 0: nothing to train")
-    if "/" in config.name or config.name in ("", ".", ".."):
-        raise ConfigError(f"config key 'name' must be a plain folder name, got {config.name!r}")
-
-
-def with_strategy(config: TrainConfig, strategy: str | None) -> TrainConfig:
-    """The config with `strategy` replaced (the `--strategy` flag wins over the file)."""
-    if strategy is None:
-        return config
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"strategy must be one of {list(STRATEGIES)}, got {strategy!r}")
-    return replace(config, strategy=strategy)
-
-
-def config_to_yaml(config: TrainConfig) -> str:
-    """The resolved config as YAML; `load_config` of this text gives back an equal config."""
-    return yaml.safe_dump(to_mapping(config), sort_keys=False)
-
-
-def config_fingerprint(config: TrainConfig) -> str:
-    """Hash of everything that decides what a run computes (not how it is distributed).
-
-    A run directory is resumed only by a config with the same fingerprint.
-    """
-    payload = to_mapping(replace(config, strategy="default"))
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    """A `TrainConfig` from nested dicts; `model.head` is checked against its family's schema."""
+    return parse_config(raw, HEAD_SCHEMAS)
 
 
 def packaged_config_names() -> list[str]:

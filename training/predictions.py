@@ -14,7 +14,7 @@ return, by task (batched, frame pixels):
   on padding), optional `num_detections` `[B]`; instance also `masks` `[B, K, S, S]`
   (probabilities or 0/1).
 - semantic: `probabilities` `[B, S, S, C + 1]` and/or `class_map` `[B, S, S]` (0 background).
-- classification_localization: `class_probs` (or `class_probabilities`) `[B, C]`, `box` `[B, 4]`.
+- classification_localization: `class_probabilities` `[B, C]`, `box` `[B, 4]`.
 
 Probabilities are resampled bilinearly to the original size before the argmax or the
 0.5 threshold, as the exported graph does (`serving.task_outputs`), so the in-memory,
@@ -24,10 +24,6 @@ for the semantic and cls+loc metrics, from the same records the pipeline reads.
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import cv2
@@ -35,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detseg.data.coco import CocoDataset, LabelMap
+from detseg.data.coco import CocoDataset
 from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 from detseg.pipelines.dataset import build_eval_dataset
 from detseg.pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
@@ -96,7 +92,7 @@ def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
     if task == SEMANTIC:
         return {"class_map": _class_map_to_original(outputs, row, letterbox)}
     if task == CLASSIFICATION_LOCALIZATION:
-        probabilities = _first_present(outputs, ("class_probs", "class_probabilities"), task)[row]
+        probabilities = _first_present(outputs, ("class_probabilities",), task)[row]
         box = boxes_to_original(outputs["box"][row][None, :], letterbox)[0]
         return {"class": int(np.argmax(probabilities)), "score": float(np.max(probabilities)), "box": box}
     count = outputs["boxes"].shape[1]
@@ -198,40 +194,3 @@ class SemanticTargets(Mapping):
 
     def __len__(self) -> int:
         return len(self.records)
-
-
-# ---------------------------------------------------------------------------- run directories
-
-
-class RunModelError(ValueError):
-    """A folder is not a finished run directory; the message names what is missing."""
-
-
-@dataclass(frozen=True)
-class RunModel:
-    """A run directory's final model with what evaluating it needs."""
-
-    model: keras.Model
-    task: str
-    image_size: int
-    label_map: LabelMap
-    batch_size: int
-
-
-def load_run_model(run_dir: str | os.PathLike) -> RunModel:
-    """Load `run_dir/model.keras` with its config (family, image size) and label map."""
-    from detseg.training.config import load_config
-    from detseg.training.families import FAMILIES  # importing it registers every family's model classes
-
-    root = Path(run_dir)
-    for name in ("config.yaml", "label_map.json", "model.keras"):
-        if not (root / name).is_file():
-            raise RunModelError(f"{root}: not a finished run directory ({name} is missing)")
-    config = load_config(root / "config.yaml")
-    try:
-        label_map = LabelMap.from_dict(json.loads((root / "label_map.json").read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunModelError(f"{root / 'label_map.json'}: unreadable label map ({error})") from None
-    model = keras.saving.load_model(root / "model.keras", compile=False)
-    return RunModel(model, FAMILIES[config.model.family].task, config.model.image_size, label_map,
-                    config.stage2.batch_size)

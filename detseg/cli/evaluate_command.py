@@ -5,30 +5,18 @@
     detseg evaluate exports/shapes[/3] --annotations GT.json --out DIR            # SavedModel
     detseg evaluate --server http://127.0.0.1:8501 --model-name shapes --annotations GT.json --out DIR
 
-A run directory's final model runs in memory through the eval pipeline
-(`training.predictions`); a SavedModel (a version folder, or a base path: its latest
-version) and a served model run their `serving_default` signature on the encoded image
-files (`serving.image_predictions`), so the exported graph, and the server, are what get
-evaluated. The model modes write `DIR/coco_results.json` (original COCO image and
-category ids, RLE masks with string counts) beside the report. Detection / instance
-models get pycocotools' COCO bbox (+ segm) numbers; semantic and cls+loc models their
-own report (`evaluation.task_evaluation`).
+The command parses its arguments, calls `detseg.workflows.evaluate` (which picks the
+model source: run directory, SavedModel or server) and prints the headline numbers.
+The model modes write `DIR/coco_results.json` beside the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
 
 IOU_TYPE_CHOICES = {"bbox": ("bbox",), "segm": ("segm",), "both": ("bbox", "segm")}
-RESULTS_FILENAME = "coco_results.json"
-
-
-class EvaluateArgumentsError(ValueError):
-    """The command line asks for no source, or for two sources, of predictions."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from detseg.workflows.evaluate import EvaluateArgumentsError, evaluate_model, evaluate_results_file
+
     sources = [name for name, given in (("MODEL", args.model_path), ("--predictions", args.predictions),
                                         ("--server", args.server)) if given is not None]
     if len(sources) != 1:
@@ -75,131 +65,36 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvaluateArgumentsError("--model-name goes with --server")
     if args.batch_size < 1:
         raise EvaluateArgumentsError(f"--batch-size must be positive, got {args.batch_size}")
+    common = dict(images=args.images, description=args.model, confusion_iou=args.confusion_iou,
+                  confusion_score=args.confusion_score, examples=args.examples, log=_note)
     if args.predictions is not None:
-        return _evaluate_results_file(args)
-    return _evaluate_model(args)
-
-
-def _evaluate_results_file(args: argparse.Namespace) -> int:
-    from detseg.evaluation.detection_report import build_detection_report
-
-    report = build_detection_report(args.annotations, args.predictions, IOU_TYPE_CHOICES[args.iou_type or "bbox"],
-                                     model=args.model, confusion_iou_threshold=args.confusion_iou,
-                                     confusion_score_threshold=args.confusion_score)
-    _write(args, report, args.predictions, with_masks="segm" in report["coco"])
+        evaluation = evaluate_results_file(args.annotations, args.predictions, args.out,
+                                           iou_types=IOU_TYPE_CHOICES[args.iou_type or "bbox"], **common)
+    else:
+        evaluation = evaluate_model(args.model_path, args.annotations, args.out, server=args.server,
+                                    model_name=args.model_name, version=args.version,
+                                    iou_types=IOU_TYPE_CHOICES[args.iou_type] if args.iou_type else None,
+                                    batch_size=args.batch_size, **common)
+        print(f"results: {evaluation.files['results']} ({evaluation.num_results} detections)")
+    _print_summary(evaluation)
     return 0
 
 
-def _evaluate_model(args: argparse.Namespace) -> int:
-    from detseg.data.coco import load_coco
-    from detseg.evaluation.coco_eval import load_ground_truth
-    from detseg.evaluation.coco_results import write_coco_results
-    from detseg.evaluation.task_evaluation import INSTANCE, SEMANTIC, evaluate_task_predictions
-
-    gt = load_ground_truth(load_coco(args.annotations, args.images))
-    source = _open_model(args, gt.dataset)
-    print(f"evaluating {source.description} ({source.task}) on {len(gt.dataset.images)} images of "
-          f"{args.annotations}", file=sys.stderr, flush=True)
-    results, report = evaluate_task_predictions(
-        gt, source.task, source.predictions, source.truths, model=args.model or source.description,
-        iou_types=IOU_TYPE_CHOICES[args.iou_type] if args.iou_type else None,
-        confusion_iou_threshold=args.confusion_iou, confusion_score_threshold=args.confusion_score)
-    args.out.mkdir(parents=True, exist_ok=True)
-    written = write_coco_results(results, args.out / RESULTS_FILENAME)
-    print(f"results: {written} ({len(results)} detections)")
-    with_masks = source.task == SEMANTIC or (source.task == INSTANCE and "segm" in report.get("coco", {}))
-    _write(args, report, results, with_masks)
-    return 0
+def _note(message: str) -> None:
+    print(f"detseg: {message}" if message.startswith("note:") else message, file=sys.stderr, flush=True)
 
 
-@dataclass
-class ModelSource:
-    """Where a model's predictions come from: its task, the per-image predictions, the truths."""
-
-    task: str
-    predictions: Iterable
-    truths: Mapping | None
-    description: str
-
-
-def _open_model(args: argparse.Namespace, dataset) -> ModelSource:
-    """A run directory, a SavedModel or a served model, ready to predict on `dataset`'s images."""
-    if args.server is not None:
-        from detseg.serving.image_predictions import ServedModelImages
-
-        return _exported_source(ServedModelImages(args.server, args.model_name, args.version), dataset, args)
-    path = args.model_path
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if (path / "config.yaml").is_file() or (path / "model.keras").is_file():
-        return _run_directory_source(path, dataset, args)
-    from detseg.serving.image_predictions import SavedModelImages, saved_model_version_dir
-
-    try:
-        saved_model_version_dir(path)
-    except ValueError:
-        raise EvaluateArgumentsError(
-            f"{path}: neither a run directory (config.yaml, label_map.json, model.keras) nor a SavedModel "
-            f"(saved_model.pb, or numbered version folders holding one)") from None
-    return _exported_source(SavedModelImages(path), dataset, args)
-
-
-def _run_directory_source(path: Path, dataset, args: argparse.Namespace) -> ModelSource:
-    from detseg.data.errors import DatasetError
-    from detseg.training.predictions import eval_targets, load_run_model, model_predictions
-
-    run = load_run_model(path)
-    if (run.label_map.coco_ids, run.label_map.names) != (dataset.label_map.coco_ids, dataset.label_map.names):
-        raise DatasetError(f"{path / 'label_map.json'}: the model's classes {list(run.label_map.names)} "
-                           f"(COCO ids {list(run.label_map.coco_ids)}) are not those of {args.annotations} "
-                           f"{list(dataset.label_map.names)} (ids {list(dataset.label_map.coco_ids)})")
-    predictions = model_predictions(run.model, dataset, run.task, run.image_size, args.batch_size)
-    return ModelSource(run.task, predictions, eval_targets(dataset, run.task), f"run directory {path}")
-
-
-def _exported_source(predict, dataset, args: argparse.Namespace) -> ModelSource:
-    from detseg.evaluation.task_evaluation import CLASSIFICATION_LOCALIZATION
-    from detseg.serving.image_predictions import image_predictions, task_of_outputs
-    from detseg.training.predictions import eval_targets
-
-    task = task_of_outputs(predict.output_names)
-    truths = eval_targets(dataset, task)
-    # cls+loc scores images with an object only, as its pipeline does (truths lists them).
-    images = [(image.id, dataset.image_path(image)) for image in dataset.images
-              if task != CLASSIFICATION_LOCALIZATION or image.id in truths]
-    return ModelSource(task, image_predictions(predict, images, args.batch_size), truths,
-                       predict.description)
-
-
-def _write(args: argparse.Namespace, report: dict, results, with_masks: bool) -> None:
-    from detseg.evaluation.report import write_report
+def _print_summary(evaluation) -> None:
     from detseg.evaluation.report_document import format_stats_table, format_value
 
-    examples = _examples(args, results, with_masks)
-    written = write_report(args.out, report, examples)
+    report, files = evaluation.report, evaluation.files
     for section in report.get("coco", {}).values():
         print(format_stats_table(section))
     for key in ("semantic", "classification_localization"):
         if key in report:
             shown = {k: v for k, v in report[key].items() if k in _HEADLINE_KEYS}
             print("  ".join(f"{k} {format_value(v)}" for k, v in shown.items()))
-    print(f"report: {written['html']} (also {written['markdown'].name}, {written['json'].name})")
+    print(f"report: {files['html']} (also {files['markdown'].name}, {files['json'].name})")
 
 
 _HEADLINE_KEYS = ("mean_iou", "pixel_accuracy", "mean_dice", "accuracy", "localization_accuracy", "num_samples")
-
-
-def _examples(args: argparse.Namespace, results, with_masks: bool) -> list[Path]:
-    """Example pictures; without --images and no image files where guessed, a note instead."""
-    from detseg.data.coco import load_coco
-    from detseg.evaluation.example_images import render_examples
-
-    if args.examples <= 0:
-        return []
-    dataset = load_coco(args.annotations, args.images)
-    if args.images is None and not (dataset.images and dataset.image_path(dataset.images[0]).is_file()):
-        print(f"detseg: note: no example pictures: no image files in {dataset.image_dir} "
-              "(pass --images DIR)", file=sys.stderr)
-        return []
-    return render_examples(dataset, results, args.out, args.examples, args.confusion_score,
-                           with_masks=with_masks)

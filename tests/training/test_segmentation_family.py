@@ -8,7 +8,8 @@ import pytest
 from detseg.training.config import load_config
 from detseg.training.dataclass_yaml import ConfigError
 from detseg.training.families import FAMILIES
-from detseg.training.predictions import eval_targets, load_run_model, model_predictions
+from detseg.training.predictions import eval_targets, model_predictions
+from detseg.training.run_model import load_run_model
 from detseg.training.segmentation_family import (FCN_FAMILY, UNET_FAMILY, FCNHeadConfig, UNetHeadConfig,
                                                  build_fcn_family_head, build_unet_family_head)
 from detseg.training.trainer import train
