@@ -52,8 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
           out, weights, args.seed)
     run_dir = _step("7. train YOLO (stage 1: frozen backbone, stage 2: fine-tuning)",
                     _train, out, weights, args.seed)
-    _step("8. COCO evaluation report", _command, ["evaluate", str(run_dir), "--annotations",
-                                                  str(splits["test"]), "--out", str(out / "report")])
+    _step("8. COCO evaluation report", _evaluate, run_dir, splits, out)
     version = _step("9. export a SavedModel for TF Serving", _export, run_dir, out)
     _step("10. serve it and predict over the REST API", _serve_and_predict, version.parent, splits, out)
     print(f"\ndemo finished: everything is in {out}/ (open {out}/report/report.html)")
@@ -130,7 +129,7 @@ def _pretrain(splits: dict[str, Path], out: Path, seed: int) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     result = pretrain_backbone(splits["train"], PRETRAIN_BACKBONE, PRETRAIN_IMAGE_SIZE, PRETRAIN_EPOCHS,
                                staging / weights.name, seed=seed,
-                               log=lambda message: print(f"   {message}", flush=True))
+                               log=_indented)
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     print(f"   crop classifier accuracy: train {result.train_accuracy:.3f}, val {result.val_accuracy:.3f}"
@@ -138,46 +137,44 @@ def _pretrain(splits: dict[str, Path], out: Path, seed: int) -> Path:
     return weights
 
 
-def _train_config(config_path: str, out: Path, weights: Path, overrides: list[str]):
-    from detseg.training.config import load_config
-
-    return load_config(config_path, [f"runs_dir={out / 'runs'}", f"model.weights={weights}",
-                                     "pretrain.epochs=0", *overrides])
+def _train_overrides(out: Path, weights: Path, overrides: list[str]) -> list[str]:
+    return [f"runs_dir={out / 'runs'}", f"model.weights={weights}", "pretrain.epochs=0", *overrides]
 
 
 def _train_clsloc(out: Path, weights: Path, seed: int) -> None:
     """One object per image, as classification + localization assumes (its own small set)."""
-    from detseg.training.trainer import train
+    from detseg.workflows.train import train_model
 
     overrides = [f"data.synthetic.dir={out / SINGLE_SHAPES_DIR}", f"data.synthetic.seed={seed}"]
-    result = train(_train_config(CLSLOC_CONFIG, out, weights, overrides),
-                   log=lambda message: print(f"   {message}", flush=True))
+    result = train_model(CLSLOC_CONFIG, _train_overrides(out, weights, overrides), log=_indented)
     metrics = ", ".join(f"{name} {result.metrics[name]:.3f}" for name in CLSLOC_METRICS)
     print(f"   on {result.metrics['num_samples']} val images: {metrics}; run: {result.run_dir}")
 
 
 def _train(out: Path, weights: Path, seed: int) -> Path:
-    from detseg.training.trainer import train
+    from detseg.workflows.train import train_model
 
     # The same generator parameters as step 1, so the trainer reuses the demo's dataset.
     overrides = [f"data.synthetic.dir={out / SHAPES_DIR}", f"data.synthetic.num_images={DEMO_IMAGES}",
                  f"data.synthetic.image_size={DEMO_IMAGE_SIZE}", f"data.synthetic.seed={seed}"]
-    config = _train_config(DEMO_CONFIG, out, weights, overrides)
-    result = train(config, log=lambda message: print(f"   {message}", flush=True))
+    result = train_model(DEMO_CONFIG, _train_overrides(out, weights, overrides), log=_indented)
     print(f"   {result.headline_metric} on val: {result.metrics[result.headline_metric]:.3f}; run: {result.run_dir}")
     return result.run_dir
 
 
-def _command(argv: list[str]) -> None:
-    from detseg.cli import build_parser
+def _evaluate(run_dir: Path, splits: dict[str, Path], out: Path) -> None:
+    from detseg.evaluation.report_document import format_stats_table
+    from detseg.workflows.evaluate import evaluate_model
 
-    args = build_parser().parse_args(argv)
-    if args.func(args) != 0:
-        raise RuntimeError(f"`detseg {' '.join(argv)}` failed")
+    evaluation = evaluate_model(run_dir, splits["test"], out / "report", log=_indented)
+    for section in evaluation.report.get("coco", {}).values():
+        print(format_stats_table(section))
+    print(f"   report: {evaluation.files['html']}; results: {evaluation.files['results']} "
+          f"({evaluation.num_results} detections)")
 
 
 def _export(run_dir: Path, out: Path) -> Path:
-    from detseg.cli.export_command import export_run
+    from detseg.workflows.export import export_run
 
     version = export_run(run_dir, out / "models" / MODEL_NAME, MODEL_NAME)
     print(f"   {version} (and {out / 'models' / 'models.config'})")
@@ -186,16 +183,19 @@ def _export(run_dir: Path, out: Path) -> Path:
 
 def _serve_and_predict(model_base_path: Path, splits: dict[str, Path], out: Path) -> None:
     from detseg.data.coco import load_coco
-    from detseg.serving.model_config import ModelEntry
-    from detseg.serving.server import ModelServer, ServerOptions
+    from detseg.workflows.predict import predict_images
+    from detseg.workflows.serve import start_server
 
     test = load_coco(splits["test"])
-    images = [str(test.image_path(record)) for record in test.images[:PREDICTED_IMAGES]]
-    options = ServerOptions(host="127.0.0.1", port=None, rest_api_port=0, max_lifetime_s=600)
-    server = ModelServer([ModelEntry(MODEL_NAME, model_base_path)], options).start()
+    images = [test.image_path(record) for record in test.images[:PREDICTED_IMAGES]]
+    server = start_server(model_base_path, MODEL_NAME, rest_api_port=0, grpc_port=None, max_lifetime_s=600)
     try:
         print(f"   serving {MODEL_NAME} at {server.rest_url}/v1/models/{MODEL_NAME} (TF Serving's REST API)")
-        _command(["predict", *images, "--server", server.rest_url, "--model-name", MODEL_NAME,
-                  "--out", str(out / "predictions"), "--min-score", "0.3"])
+        predict_images(images, server=server.rest_url, model_name=MODEL_NAME, out=out / "predictions",
+                       min_score=0.3, log=_indented)
     finally:
         server.stop()
+
+
+def _indented(message: str) -> None:
+    print(f"   {message}", flush=True)

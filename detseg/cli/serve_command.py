@@ -38,40 +38,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_serve)
 
 
-def _model_entries(args: argparse.Namespace) -> list:
-    from detseg.serving.model_config import ModelEntry, read_model_config
-
-    if args.model_config_file is not None:
-        if args.model_name:
-            raise ValueError("--model_name goes with --model_base_path; models.config names its models")
-        return read_model_config(args.model_config_file)
-    base = args.model_base_path.resolve()
-    if not base.is_dir():
-        raise FileNotFoundError(f"--model_base_path {args.model_base_path}: no such folder")
-    return [ModelEntry(args.model_name or base.name, base)]
-
-
-def _server_options(args: argparse.Namespace):
+def _serve(args: argparse.Namespace) -> int:
     from detseg.serving.batching import BatchingOptions
-    from detseg.serving.server import ServerOptions
+    from detseg.workflows.serve import model_entries, served_versions, start_server
 
-    if args.port < 0 or args.rest_api_port < 0:
-        raise ValueError("ports must be >= 0 (0 turns that API off)")
     batching = BatchingOptions(args.max_batch_size, args.batch_timeout_micros,
                                args.num_batch_threads) if args.enable_batching else None
-    return ServerOptions(host=args.host, port=args.port or None, rest_api_port=args.rest_api_port or None,
-                         poll_interval_s=args.file_system_poll_wait_seconds, batching=batching,
-                         max_body_bytes=args.max_request_bytes, max_lifetime_s=args.max_lifetime_s)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from detseg.serving.server import ModelServer
-
-    entries = _model_entries(args)
-    server = ModelServer(entries, _server_options(args)).start()
+    entries = model_entries(args.model_base_path, args.model_name, args.model_config_file)
+    server = start_server(models=entries, host=args.host,
+                          rest_api_port=_port(args.rest_api_port, "--rest_api_port"), grpc_port=_port(args.port, "--port"), batching=batching,
+                          poll_interval_s=args.file_system_poll_wait_seconds,
+                          max_request_bytes=args.max_request_bytes, max_lifetime_s=args.max_lifetime_s)
     for entry in entries:
-        versions = sorted(server.registry.version_statuses(entry.name)) if _has_versions(server, entry.name) else []
-        print(f"model {entry.name}: {entry.base_path} versions {versions or 'none yet'}", flush=True)
+        print(f"model {entry.name}: {entry.base_path} versions "
+              f"{served_versions(server, entry.name) or 'none yet'}", flush=True)
     print(f"REST: {server.rest_url or 'off'}  gRPC: {server.grpc_target or 'off'}  "
           f"batching: {'on' if args.enable_batching else 'off'}", flush=True)
     # SIGTERM (docker stop, a test's terminate()) stops as cleanly as Ctrl-C.
@@ -85,9 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_versions(server, name: str) -> bool:
-    try:
-        server.registry.version_statuses(name)
-        return True
-    except ValueError:
-        return False
+def _port(port: int, flag: str) -> int | None:
+    """TF Serving's flag convention: 0 turns that API off (the library's None)."""
+    if port < 0:
+        raise ValueError(f"{flag} must be >= 0 (0 turns that API off)")
+    return port or None

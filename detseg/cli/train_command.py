@@ -1,6 +1,6 @@
 """`detseg train` and `detseg pretrain`.
 
-    detseg train CONFIG.yaml [key=value ...] [--strategy default|mirrored|multiworker] [--restart]
+    detseg train (CONFIG.yaml | NAME) [key=value ...] [--strategy default|mirrored|multiworker] [--restart]
     detseg pretrain --data (COCO.json | class-folders/) --backbone NAME --image-size S \\
                     --epochs E --out backbone.weights.h5
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
@@ -16,10 +17,13 @@ STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "train", help="train a model from a YAML config (two-stage transfer learning)",
-        description="Train a model from a YAML config. Rerunning the same command continues an "
-                    "interrupted run from its last checkpoint.")
-    p.add_argument("config", type=Path, help="YAML config, e.g. configs/clsloc_synthetic.yaml")
+        "train", help="train a model from a YAML config or a packaged config name (two-stage transfer learning)",
+        description="Train a model from a YAML config file, or from the name of a config that ships "
+                    "with detseg (e.g. `detseg train yolo_synthetic`, `detseg train smoke/yolo`). "
+                    "Rerunning the same command continues an interrupted run from its last checkpoint.")
+    p.add_argument("config", metavar="CONFIG",
+                   help="a YAML config file (e.g. configs/clsloc_synthetic.yaml) or a packaged config "
+                        "name (e.g. yolo_synthetic, smoke/yolo; an unknown name lists the packaged ones)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides with dotted keys, e.g. stage1.epochs=3 model.backbone=tiny")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default=None,
@@ -49,14 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from detseg.training.config import load_config, with_strategy
-    from detseg.training.trainer import train
+    from detseg.workflows.train import train_model
 
-    config = with_strategy(load_config(args.config, args.overrides), args.strategy)
-    result = train(config, restart=args.restart, verbose=0 if args.quiet else None)
+    result = train_model(args.config, args.overrides, strategy=args.strategy, restart=args.restart,
+                         verbose=0 if args.quiet else None, log=_stderr)
     summary = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) or v is None}
     print(json.dumps({"run_dir": str(result.run_dir), **summary}, indent=2))
     return 0
+
+
+def _stderr(message: str) -> None:
+    print(f"detseg train: {message}", file=sys.stderr, flush=True)
 
 
 def _pretrain(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def test_predict_through_the_server_matches_the_local_model(tmp_path, server, ex
 
 def test_predict_and_serve_report_bad_arguments_in_one_line(tmp_path, image_files, capsys):
     assert main(["predict", str(image_files[0]), "--model", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
-    assert "neither a SavedModel folder nor a base path" in capsys.readouterr().err
+    assert "not a SavedModel (no saved_model.pb) nor a base path" in capsys.readouterr().err
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     assert main(["predict", str(broken), "--server", "http://127.0.0.1:9", "--model-name", "x",
