@@ -41,6 +41,13 @@ class TaskModel(keras.Model):
         # XLA is off unless the caller asks: NMS and crop_and_resize in these models may not compile.
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
 
+    def compile_from_config(self, config):
+        """Re-compile on `load_model` as Keras does (it skips models whose `compile` is overridden)."""
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if getattr(self, "optimizer", None) is not None and self.built:
+            self.optimizer.build(self.trainable_variables)  # so the saved optimizer state loads
+
     # ------------------------------------------------------------------ loss
 
     def task_loss(self, x, y, y_pred, sample_weight=None, training=True):

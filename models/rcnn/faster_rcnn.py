@@ -8,9 +8,13 @@
       -> BoxHead: class logits [B, P, C + 1] (background last), deltas [B, P, C, 4]
       -> detections (models.faster_rcnn_detections)
 
-Inference (`model(images)` / `predict`): `{"boxes" f32 [B, K, 4] xyxy px of the input
-frame, "scores" f32 [B, K], "classes" int32 [B, K] (-1 on padding rows),
-"num_detections" int32 [B]}`, K = `options.nms.max_detections`.
+`model(images)` returns the raw outputs the losses read (`raw_outputs`: FPN features, RPN
+objectness and deltas, proposals), in training and inference alike (`models.TaskModel`).
+Prediction (`predict` / `predict_step` / `detect`): `{"boxes" f32 [B, K, 4] xyxy px of the
+input frame, "scores" f32 [B, K], "classes" int32 [B, K] (-1 on padding rows),
+"num_detections" int32 [B]}`, K = `options.nms.max_detections`; it takes the test-time
+proposal settings (`options.test_proposals`), so it is its own path, not a decoding of
+`call`'s outputs.
 
 Training (`fit` in graph mode; compile with an optimizer only): the model owns its four
 losses (`models.faster_rcnn_losses`), computed from targets in the batch contract
@@ -30,6 +34,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from detseg.models.task_model import TaskModel
+
+from detseg.core.contract import FEATURE_LEVELS
 from detseg.models.ops.anchors import AnchorGenerator, level_shapes
 from detseg.models.rcnn.box_head import BoxHead
 from detseg.models.rcnn.detections import detect_objects
@@ -46,12 +53,8 @@ from detseg.models.rcnn.rpn_targets import rpn_targets
 FASTER_RCNN_LOSSES = ("rpn_objectness", "rpn_box", "roi_class", "roi_box")
 
 
-def _serialize(layer):
-    return None if layer is None else keras.saving.serialize_keras_object(layer)
-
-
 @keras.saving.register_keras_serializable(package="detseg")
-class FasterRCNN(keras.Model):
+class FasterRCNN(TaskModel):
     """Two-stage detector (module docstring). Build one with `build_faster_rcnn`.
 
     Args:
@@ -63,6 +66,7 @@ class FasterRCNN(keras.Model):
 
     loss_names = FASTER_RCNN_LOSSES
     extra_head_names: tuple[str, ...] = ()  # head layers a subclass adds (constructor arguments)
+    nested_model_keys = ("backbone", "neck", "rpn_head", "box_head")
 
     def __init__(self, backbone, neck: FeaturePyramid, rpn_head: RPNHead, box_head: BoxHead,
                  image_size=None, options: TwoStageOptions | dict | None = None, **kwargs):
@@ -177,18 +181,18 @@ class FasterRCNN(keras.Model):
         return detections
 
     def call(self, inputs, training=False):
-        if training:
-            return self.raw_outputs(inputs, training=True)
-        return self.detect(inputs, training=False)
+        """Raw outputs (`raw_outputs`), what the losses read; `predict_step` gives detections."""
+        return self.raw_outputs(inputs, training=training)
+
+    def predict_outputs(self, images) -> dict[str, tf.Tensor]:
+        return self.detect(images, training=False)
 
     # ------------------------------------------------------------------ losses
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def task_loss(self, x, y, y_pred, sample_weight=None, training=True):
         """The weighted sum of the losses (logged one by one); see the module docstring."""
         if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
             raise TwoStageConfigError("targets must be a dict with 'boxes' [B, N, 4] and 'classes' [B, N]")
-        if y_pred is None or "rpn_objectness" not in y_pred:
-            y_pred = self.raw_outputs(x, training=training)
         gt_boxes = tf.cast(y["boxes"], tf.float32)
         gt_classes = tf.cast(y["classes"], tf.int32)
         gt_valid = valid_ground_truth(gt_classes)
@@ -202,10 +206,6 @@ class FasterRCNN(keras.Model):
         for name, value in losses.items():
             self.loss_trackers[name].update_state(value)
             total = total + self.options.loss_weights[name] * value
-        # Under tf.distribute each replica returns its share; Keras sums the gradients.
-        total = total / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32)
-        for extra in self.losses:  # weight regularizers, if any layer has them
-            total = total + tf.cast(tf.reduce_sum(extra), tf.float32)
         return total
 
     def rpn_losses(self, raw: dict, gt_boxes, gt_valid) -> dict[str, tf.Tensor]:
@@ -224,15 +224,6 @@ class FasterRCNN(keras.Model):
                 "roi_box": roi_box_loss(head["box_deltas"], sampled["box_targets"], sampled["classes"],
                                         sampled["positive"])}
 
-    def test_step(self, data):
-        """Validation losses: the training forward pass (with inference-mode layers)."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        raw = self.raw_outputs(x, training=False)
-        loss = self.compute_loss(x, y, raw, sample_weight, training=False)
-        self._loss_tracker.update_state(
-            loss * tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, tf.float32))
-        return self.get_metrics_result()
-
     # ------------------------------------------------------------------ serialization
 
     def with_backbone(self, backbone):
@@ -243,22 +234,12 @@ class FasterRCNN(keras.Model):
         return {"neck": self.neck, "rpn_head": self.rpn_head, "box_head": self.box_head}
 
     def get_config(self):
-        config = super().get_config()
-        config.update({name: _serialize(layer) for name, layer in self._head_layers().items()})
-        config.update({"backbone": _serialize(self.backbone), "image_size": list(self.image_size),
-                       "options": self.options.to_dict()})
+        config = super().get_config()  # the nested models (`nested_model_keys`)
+        config.update({"image_size": list(self.image_size), "options": self.options.to_dict()})
         return config
 
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in ("backbone", "neck", "rpn_head", "box_head", "mask_head"):
-            if config.get(key) is not None:
-                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
-        return cls(**config)
 
-
-def build_faster_rcnn(backbone, num_classes: int, image_size=None, levels=("P3", "P4", "P5"),
+def build_faster_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                       fpn_channels: int = 64, box_head_units: int = 256,
                       options: TwoStageOptions | dict | None = None) -> FasterRCNN:
     """A `FasterRCNN` with fresh neck, RPN head and box head (widths from the options)."""

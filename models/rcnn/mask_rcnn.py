@@ -6,7 +6,7 @@ RoIAlign 14x14 and the `MaskHead` (-> 28x28 per class); the BCE reads only the c
 of each positive RoI's ground-truth class. Targets need `"masks"` uint8 `[B, N, H, W]`
 in `y` (the pipelines' `instance` task).
 
-Inference adds `"masks"` float32 `[B, K, H, W]`: each detection's mask probability
+Prediction (`predict_step`) adds `"masks"` float32 `[B, K, H, W]`: each detection's mask probability
 (its class's channel, sigmoid) pasted into the model's input frame
 (`models.mask_rcnn_paste`), 0 outside its box and on padding rows. The export maps
 them to the original image size and thresholds them at 0.5.
@@ -17,7 +17,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from detseg.models.rcnn.faster_rcnn import FASTER_RCNN_LOSSES, FasterRCNN, _serialize
+from detseg.core.contract import FEATURE_LEVELS
+from detseg.models.rcnn.faster_rcnn import FASTER_RCNN_LOSSES, FasterRCNN
 from detseg.models.rcnn.box_head import BoxHead
 from detseg.models.rcnn.losses import class_specific
 from detseg.models.necks.fpn import FeaturePyramid
@@ -39,6 +40,7 @@ class MaskRCNN(FasterRCNN):
 
     loss_names = MASK_RCNN_LOSSES
     extra_head_names = ("mask_head",)
+    nested_model_keys = FasterRCNN.nested_model_keys + ("mask_head",)
 
     def __init__(self, backbone, neck: FeaturePyramid, rpn_head: RPNHead, box_head: BoxHead,
                  mask_head: MaskHead, image_size=None, options: TwoStageOptions | dict | None = None,
@@ -90,13 +92,8 @@ class MaskRCNN(FasterRCNN):
         probabilities = tf.sigmoid(logits) * real[..., tf.newaxis, tf.newaxis]
         return {**detections, "masks": paste_masks(probabilities, detections["boxes"], self.image_size)}
 
-    def get_config(self):
-        config = super().get_config()
-        config["mask_head"] = _serialize(self.mask_head)
-        return config
 
-
-def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=("P3", "P4", "P5"),
+def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                     fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 32,
                     mask_convs: int = 2, options: TwoStageOptions | dict | None = None) -> MaskRCNN:
     """A `MaskRCNN` with fresh neck, RPN, box and mask heads.

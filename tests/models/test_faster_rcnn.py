@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from detseg.core.contract import PAD_CLASS
 from detseg.models.backbones.registry import build_backbone
 from detseg.models.rcnn.faster_rcnn import FasterRCNN, build_faster_rcnn
 from detseg.models.rcnn.box_head import BoxHead
 from detseg.models.necks.fpn import FeaturePyramid
 from detseg.models.rcnn.options import TwoStageConfigError, TwoStageOptions
-from detseg.models.ops.nms import PAD_DETECTION_CLASS
 from detseg.models.rcnn.rpn_head import RPNHead
 
 SIZE = 64
@@ -56,7 +56,7 @@ def images(seed: int = 0) -> np.ndarray:
 
 def test_prediction_contract():
     model = small_model()
-    out = model(images())
+    out = model.predict_step(images())
     k = SMALL_OPTIONS["nms"]["max_detections"]
     assert out["boxes"].shape == (2, k, 4) and out["boxes"].dtype == tf.float32
     assert out["scores"].shape == (2, k) and out["classes"].shape == (2, k)
@@ -65,7 +65,7 @@ def test_prediction_contract():
     assert boxes.min() >= 0.0 and boxes.max() <= SIZE
     for image, count in enumerate(out["num_detections"].numpy()):
         assert set(classes[image, :count]) <= {0, 1, 2}
-        assert np.all(classes[image, count:] == PAD_DETECTION_CLASS)
+        assert np.all(classes[image, count:] == PAD_CLASS)
 
 
 def _losses(model, x, y) -> dict[str, float]:
@@ -97,8 +97,8 @@ def test_features_only_model_shares_its_layers_with_the_full_model():
                            options=full.options)
     rebuilt = head_only.with_backbone(full.backbone)
     assert rebuilt.neck is full.neck and rebuilt.box_head is full.box_head
-    from_features = head_only({name: features[name] for name in LEVELS})
-    from_pixels = rebuilt(x)
+    from_features = head_only.predict_step({name: features[name] for name in LEVELS})
+    from_pixels = rebuilt.predict_step(x)
     np.testing.assert_allclose(from_features["boxes"].numpy(), from_pixels["boxes"].numpy(), atol=1e-4)
     with pytest.raises(TwoStageConfigError, match="image_size"):
         FasterRCNN(None, full.neck, full.rpn_head, full.box_head)
@@ -143,6 +143,6 @@ def test_training_lowers_the_loss_and_the_saved_model_predicts_the_same(tmp_path
     model.save(path)
     restored = keras.models.load_model(path)
     assert isinstance(restored, FasterRCNN) and restored.options == model.options
-    before, after = model(x), restored(x)
+    before, after = model.predict_step(x), restored.predict_step(x)
     for key in ("boxes", "scores", "classes", "num_detections"):
         np.testing.assert_allclose(before[key].numpy(), after[key].numpy(), atol=1e-5)

@@ -65,7 +65,7 @@ def test_pasting_puts_each_mask_in_its_box():
 
 def test_prediction_contract_has_masks_in_the_input_frame():
     model = small_model(build_mask_rcnn, mask_channels=8)
-    out = model(images())
+    out = model.predict_step(images())
     k = SMALL_OPTIONS["nms"]["max_detections"]
     assert out["masks"].shape == (2, k, SIZE, SIZE) and out["masks"].dtype == tf.float32
     masks = out["masks"].numpy()
@@ -110,6 +110,6 @@ def test_training_lowers_every_loss_and_the_saved_model_predicts_the_same(tmp_pa
     model.save(path)
     restored = keras.models.load_model(path)
     assert isinstance(restored, MaskRCNN)
-    before, after = model(x), restored(x)
+    before, after = model.predict_step(x), restored.predict_step(x)
     for key in ("boxes", "scores", "classes", "num_detections", "masks"):
         np.testing.assert_allclose(before[key].numpy(), after[key].numpy(), atol=1e-5)

@@ -8,19 +8,19 @@ import tensorflow as tf
 
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn
 from detseg.serving.export import export_saved_model
-from detseg.serving.serving_module import PIXELS_SIGNATURE, ServingModule
+from detseg.serving.serving_module import PIXELS_SIGNATURE, serving_module_for
 from test_faster_rcnn import SIZE, images, small_model
 
 
 @pytest.mark.slow
 def test_exported_mask_rcnn_serves_the_models_detections_and_masks(tmp_path):
     model = small_model(build_mask_rcnn, mask_channels=8)
-    module = ServingModule(model, task="detection", letterbox=SIZE, label_names=["a", "b", "c"])
+    module = serving_module_for(model, "instance", SIZE, ["a", "b", "c"])
     version = export_saved_model(module, tmp_path / "shapes", write_config=False)
     served = tf.saved_model.load(str(version)).signatures[PIXELS_SIGNATURE]
     pixels = images(seed=3).astype(np.uint8)  # same size as the frame: the letterbox is the identity
     outputs = {k: v.numpy() for k, v in served(pixels=tf.constant(pixels)).items()}
-    direct = {k: v.numpy() for k, v in model(pixels.astype(np.float32)).items()}
+    direct = {k: v.numpy() for k, v in model.predict_step(pixels.astype(np.float32)).items()}
     for image in range(len(pixels)):
         count = int(direct["num_detections"][image])
         assert int(outputs["num_detections"][image]) == count
