@@ -41,12 +41,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
 from detseg.models.backbones.registry import build_backbone, feature_shape  # noqa: E402
 from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks  # noqa: E402
 from detseg.pipelines.augment import AugmentConfig  # noqa: E402
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION  # noqa: E402
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
 from detseg.training.clsloc_family import ClsLocHeadConfig, build_head, build_model, evaluate  # noqa: E402
 from detseg.training.feature_cache import CachedFeatures, extract_features  # noqa: E402

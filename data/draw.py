@@ -19,12 +19,11 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from detseg.core.contract import SEMANTIC_BACKGROUND, SEMANTIC_IGNORE
 from detseg.data.errors import DatasetError
 
 MASK_ALPHA = 0.45  # weight of the class colour over the image inside an instance mask
 SEMANTIC_ALPHA = 0.5
-DEFAULT_BACKGROUND_LABEL = 0  # semantic label left uncoloured by default
-DEFAULT_IGNORE_LABEL = 255
 _GOLDEN_RATIO_FRACTION = 0.618033988749895
 PANEL_GAP = 4  # pixels between panels of side_by_side / image_grid
 PANEL_FILL = (255, 255, 255)
@@ -145,8 +144,8 @@ def draw_annotations(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str]
 
 
 def draw_semantic(image: np.ndarray, label_map: np.ndarray, num_classes: int,
-                  ignore_label: int = DEFAULT_IGNORE_LABEL,
-                  background_label: int | None = DEFAULT_BACKGROUND_LABEL,
+                  ignore_label: int = SEMANTIC_IGNORE,
+                  background_label: int | None = SEMANTIC_BACKGROUND,
                   alpha: float = SEMANTIC_ALPHA) -> np.ndarray:
     """Colour each pixel by its class: `label_map` `uint8 [H, W]` of `0..num_classes-1`.
 

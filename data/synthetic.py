@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from detseg.core.contract import SEMANTIC_BACKGROUND
 from detseg.data.coco import encode_mask, read_json
 from detseg.data.errors import DatasetError
 
@@ -41,7 +42,6 @@ CATEGORIES = (
     {"id": 3, "name": "triangle", "supercategory": "shape"},
 )
 CIRCLE_ID, RECTANGLE_ID, TRIANGLE_ID = 1, 2, 3
-BACKGROUND_LABEL = 0  # semantic mask value where no object is visible
 NO_OWNER = -1  # owner map value where no shape is painted
 
 MAX_SHAPES = 6  # default most shapes per image
@@ -274,8 +274,8 @@ def instance_annotations(masks: np.ndarray, category_ids: list[int], image_id: i
 
 
 def semantic_label_map(masks: np.ndarray, category_ids: list[int]) -> np.ndarray:
-    """`uint8 [S, S]`: the category id of the visible instance per pixel, BACKGROUND_LABEL elsewhere."""
-    label_map = np.full(masks.shape[1:], BACKGROUND_LABEL, np.uint8)
+    """`uint8 [S, S]`: the category id of the visible instance per pixel, SEMANTIC_BACKGROUND elsewhere."""
+    label_map = np.full(masks.shape[1:], SEMANTIC_BACKGROUND, np.uint8)
     for mask, category_id in zip(masks, category_ids):
         label_map[mask] = category_id  # visible masks are disjoint: order does not matter
     return label_map

@@ -24,11 +24,11 @@ from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
 from detseg.core.atomic_files import write_json_atomic
+from detseg.core.contract import PAD_CLASS
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask, read_json
 from detseg.data.errors import DatasetError
 
 IOU_TYPES = ("bbox", "segm")
-PADDED_CLASS = -1  # class index of padding rows in fixed-size prediction tensors
 MASK_THRESHOLD = 0.5  # float masks (probabilities) are foreground at or above this
 MAX_IDS_IN_MESSAGE = 10
 
@@ -141,7 +141,7 @@ def predictions_to_coco_results(image_ids: Sequence[int], predictions: Sequence[
 
     `predictions[i]` belongs to `image_ids[i]` (original COCO image ids) and holds
     `boxes` `[N, 4]` xyxy in the ORIGINAL image's pixels, `scores` `[N]`, `classes` `[N]`
-    contiguous class indices (`PADDED_CLASS` rows are padding and skipped), optionally
+    contiguous class indices (`PAD_CLASS` rows are padding and skipped), optionally
     `num_detections` (only the first that many rows count) and `masks` `[N, H, W]` in the
     original image's pixels (0/1, bool, or float probabilities thresholded at
     `MASK_THRESHOLD`). Boxes become COCO `[x, y, w, h]`, classes COCO category ids via
@@ -168,7 +168,7 @@ def _image_results(image_id: int, prediction: Mapping[str, Any], label_map: Labe
                          f"lengths ({len(boxes)}, {len(scores)}, {len(classes)})")
     out = []
     for row in range(count):
-        if classes[row] == PADDED_CLASS:
+        if classes[row] == PAD_CLASS:
             continue
         x0, y0, x1, y1 = (float(v) for v in boxes[row])
         result = {"image_id": image_id, "category_id": label_map.coco_id(classes[row]),

@@ -1,7 +1,7 @@
 """Semantic segmentation metrics from label maps, accumulated batch by batch.
 
 Label maps are integer `[B, H, W]` (or one `[H, W]`) class indices `0..C-1`; in the
-ground truth, `IGNORE_LABEL` (255) marks pixels that count for nothing (borders, "void").
+ground truth, `SEMANTIC_IGNORE` (255) marks pixels that count for nothing (borders, "void").
 Everything derives from one confusion matrix `int64 [C, C]` (`[true, predicted]`) summed
 over all pixels seen so far, so the metrics of a dataset do not depend on how it was
 batched.
@@ -13,9 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from detseg.core.contract import SEMANTIC_IGNORE
 from detseg.data.errors import DatasetError
-
-IGNORE_LABEL = 255
 
 
 class SemanticSegmentationMetrics:
@@ -27,7 +26,7 @@ class SemanticSegmentationMetrics:
     """
 
     def __init__(self, num_classes: int, class_names: Sequence[str] | None = None,
-                 ignore_label: int = IGNORE_LABEL):
+                 ignore_label: int = SEMANTIC_IGNORE):
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes:

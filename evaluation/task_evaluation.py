@@ -6,7 +6,7 @@ TF Serving), becomes a COCO results list and a report. A predictor yields
 (the names are the pipelines' task names; every coordinate is in the ORIGINAL image's
 pixels, classes are contiguous indices `0..C-1` of the ground truth's label map):
 
-- "detection": `boxes` `[N, 4]` xyxy, `scores` `[N]`, `classes` `[N]` (`PADDED_CLASS` rows
+- "detection": `boxes` `[N, 4]` xyxy, `scores` `[N]`, `classes` `[N]` (`PAD_CLASS` rows
   skipped), optional `num_detections` (only that many rows count) and `class_names` `[N]`.
 - "instance": the same plus `masks` `[N, H, W]` (0/1, or probabilities cut at 0.5).
 - "semantic": `class_map` int `[H, W]`: 0 background, `i + 1` class `i`; optional
@@ -31,25 +31,19 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from detseg.core.contract import (BACKGROUND_NAME, CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_CLASS,
+                                  SEMANTIC, SEMANTIC_BACKGROUND, TASKS)
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask
 from detseg.data.errors import DatasetError
 from detseg.evaluation.coco_eval import GroundTruth, load_ground_truth
-from detseg.evaluation.coco_results import PADDED_CLASS, Results
+from detseg.evaluation.coco_results import Results
 from detseg.evaluation.detection_confusion import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD
 from detseg.evaluation.detection_report import evaluate_predictions
 from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
 from detseg.evaluation.report_contents import dataset_summary, localization_report, semantic_report
 from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
 
-DETECTION = "detection"
-INSTANCE = "instance"
-SEMANTIC = "semantic"
-CLASSIFICATION_LOCALIZATION = "classification_localization"
-TASKS = (DETECTION, INSTANCE, SEMANTIC, CLASSIFICATION_LOCALIZATION)
 IOU_TYPES_OF_TASK = {DETECTION: ("bbox",), INSTANCE: ("bbox", "segm")}
-
-SEMANTIC_BACKGROUND = 0  # class map value of background; class index i is i + 1
-BACKGROUND_NAME = "background"
 WHOLE_MAP_SCORE = 1.0  # score of a semantic region in the results list (a class map has no scores)
 
 Predicted = Iterable[tuple[int, Mapping[str, Any]]]
@@ -176,7 +170,7 @@ def _named_classes(prediction: Mapping[str, Any], task: str) -> list[tuple[int, 
         count = len(classes)
         if prediction.get("num_detections") is not None:
             count = min(count, int(np.asarray(prediction["num_detections"]).reshape(())))
-        return [(int(c), _text(n)) for c, n in zip(classes[:count], names[:count]) if c != PADDED_CLASS]
+        return [(int(c), _text(n)) for c, n in zip(classes[:count], names[:count]) if c != PAD_CLASS]
     return []
 
 

@@ -1,11 +1,11 @@
 """Models: backbones and transfer learning, box geometry, task heads and models.
 
-Pure Keras 3 / TensorFlow / keras-cv: imports nothing else of detseg's. Every model
+Pure Keras 3 / TensorFlow / keras-cv: of detseg it imports only `detseg.core` (the contract
+constants, such as the pyramid level names `FEATURE_LEVELS`, live there). Every model
 takes raw pixels (float32 `[B, H, W, 3]`, 0..255) and normalizes them inside.
 """
 
-from detseg.models.backbones.registry import (
-    BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, build_backbone, feature_shape)
+from detseg.models.backbones.registry import BACKBONE_NAMES, build_backbone, feature_shape
 from detseg.models.backbones.weights import BackboneError, BackboneWeightsError
 from detseg.models.clsloc.classification_localization import (
     ClassificationLocalizationError, ClassificationLocalizationModel, build_classifier,
@@ -17,8 +17,7 @@ from detseg.models.backbones.transfer import (
 
 __all__ = [
     "ALL_BLOCKS", "BACKBONE_NAMES", "BOX_LOSSES", "BackboneError", "BackboneWeightsError",
-    "ClassificationLocalizationError", "ClassificationLocalizationModel", "FEATURE_LEVELS",
-    "FEATURE_STRIDES", "NO_OBJECT", "PixelNormalization", "TransferError", "backbone_blocks",
-    "build_backbone", "build_classifier", "build_clsloc_head", "feature_shape", "freeze",
-    "unfreeze_top_blocks", "weights_fingerprint",
+    "ClassificationLocalizationError", "ClassificationLocalizationModel", "NO_OBJECT",
+    "PixelNormalization", "TransferError", "backbone_blocks", "build_backbone", "build_classifier",
+    "build_clsloc_head", "feature_shape", "freeze", "unfreeze_top_blocks", "weights_fingerprint",
 ]

@@ -6,12 +6,13 @@ Public entry points:
 - `AugmentConfig` - what augmentation does
 - `letterbox_params`, `boxes_to_original`, `boxes_to_original_tf`, `masks_to_original` - the
   model frame <-> original pixels
-- the batch contract (task names, label codes) in `pipelines.batch_contract`
+- the batch contract in `pipelines.batch_contract` (its specs) and `detseg.core.contract` (task
+  names, label codes; re-exported here)
 """
 
+from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS, SEMANTIC,
+                                  SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS)
 from detseg.pipelines.augment import AugmentConfig
-from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,
-                                             PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS)
 from detseg.pipelines.dataset import PAD_IMAGE_ID, build_dataset, build_eval_dataset
 from detseg.pipelines.letterbox import (LetterboxTransform, boxes_to_original, boxes_to_original_tf,
                                         letterbox_params, masks_to_original)

@@ -21,7 +21,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from detseg.pipelines.letterbox import PAD_PIXEL_VALUE
+from detseg.core.contract import PAD_PIXEL_VALUE
 
 OBJECT_INDEX_FIELD = "object_index"
 ATTEMPTS_TO_KEEP_OBJECTS = 3  # draws tried before an image that had objects is left unaugmented

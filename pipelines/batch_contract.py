@@ -1,4 +1,6 @@
-"""The batch contract between `pipelines` and `models`: task names, label codes, specs.
+"""The batch contract between `pipelines` and `models`: what `(x, y)` holds, and its specs.
+
+The task names and label codes below are defined in `detseg.core.contract`.
 
 Every training batch is Keras-style `(x, y)`:
 
@@ -25,26 +27,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-DETECTION = "detection"
-INSTANCE = "instance"
-SEMANTIC = "semantic"
-CLASSIFICATION_LOCALIZATION = "classification_localization"
-TASKS = (DETECTION, INSTANCE, SEMANTIC, CLASSIFICATION_LOCALIZATION)
-
-PAD_CLASS = -1          # class code of a padding row in "classes"
-PAD_BOX_VALUE = -1.0    # every coordinate of a padding row in "boxes"
-SEMANTIC_BACKGROUND = 0  # semantic value of background pixels; class index i is i + 1
-SEMANTIC_IGNORE = 255   # semantic value the loss and metrics skip
-
-# Length of a letterbox transform vector, see `pipelines.letterbox.LetterboxTransform`.
-TRANSFORM_SIZE = 5
-
-
-def check_task(task: str) -> str:
-    """`task` if it is one of `TASKS`; else a ValueError listing the valid names."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {list(TASKS)}")
-    return task
+# Defined once in the core; re-exported for callers that have not moved to it yet.
+from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,  # noqa: F401
+                                  PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS,
+                                  TRANSFORM_SIZE, check_task)
 
 
 def semantic_value(class_index: int) -> int:

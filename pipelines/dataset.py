@@ -23,13 +23,12 @@ import logging
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS, PAD_PIXEL_VALUE,
+                                  SEMANTIC, SEMANTIC_IGNORE, TRANSFORM_SIZE, check_task)
 from detseg.data.coco import CocoDataset
 from detseg.data.errors import DatasetError
 from detseg.pipelines.augment import AugmentConfig
-from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
-                                             SEMANTIC, SEMANTIC_IGNORE, TRANSFORM_SIZE, check_task)
 from detseg.pipelines.example import ExampleBuilder
-from detseg.pipelines.letterbox import PAD_PIXEL_VALUE
 from detseg.pipelines.records import PreparedImage, PreparedImages, prepare_images
 
 logger = logging.getLogger(__name__)

@@ -20,11 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS, SEMANTIC,
+                                  SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, check_task)
 from detseg.data.coco import LabelMap
 from detseg.data.errors import DatasetError
 from detseg.pipelines.augment import AugmentConfig, BoxMaskAugmenter
-from detseg.pipelines.batch_contract import (CLASSIFICATION_LOCALIZATION, INSTANCE, PAD_BOX_VALUE, PAD_CLASS,
-                                             SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, check_task, semantic_value)
+from detseg.pipelines.batch_contract import semantic_value
 from detseg.pipelines.letterbox import letterbox_boxes, letterbox_image, letterbox_masks, letterbox_params
 from detseg.pipelines.records import PreparedImage
 
@@ -144,8 +145,9 @@ def read_semantic_png(path: Path, lookup: dict[int, int]) -> np.ndarray:
     values = np.unique(raw)
     unknown = [int(v) for v in values if int(v) not in lookup]
     if unknown:
-        raise DatasetError(f"{path}: values {unknown[:10]} are neither 0, 255 nor a category id "
-                           f"of the dataset {sorted(k for k in lookup if k not in (0, 255))}")
+        raise DatasetError(f"{path}: values {unknown[:10]} are neither {SEMANTIC_BACKGROUND}, {SEMANTIC_IGNORE} nor a "
+                           f"category id of the dataset "
+                           f"{sorted(k for k in lookup if k not in (SEMANTIC_BACKGROUND, SEMANTIC_IGNORE))}")
     table = np.zeros(int(values.max()) + 1, np.uint8)
     for value in values:
         table[int(value)] = lookup[int(value)]

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 from detseg.data.coco import Annotation, CocoDataset, ImageRecord
 from detseg.data.errors import DatasetError
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 from detseg.pipelines.image_check import image_file_problem
 
 SEMANTIC_MASK_DIR = "masks"  # beside the image folder: <root>/masks/<image stem>.png

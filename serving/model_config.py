@@ -18,12 +18,13 @@ Serving resolves them against its working directory: write absolute paths for it
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
+
+from detseg.core.atomic_files import write_text_atomic
 
 MODEL_PLATFORM = "tensorflow"
 CONFIG_FILENAME = "models.config"
@@ -103,17 +104,4 @@ def update_model_config(path: str | os.PathLike, name: str, base_path: str) -> P
         item.name = name
     item.base_path = str(base_path)
     item.model_platform = MODEL_PLATFORM
-    _write_text_atomic(text_format.MessageToString(config), path)
-    return path
-
-
-def _write_text_atomic(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_text_atomic(text_format.MessageToString(config), path)

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from detseg.core.atomic_files import write_file_atomic
 from detseg.training.run_directory import RunDirectory, RunState
 
 
@@ -181,15 +182,18 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Write `rows` as CSV (every key seen is a column, in order of appearance), atomically."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+
+    def write_csv(temporary: Path) -> None:
+        with open(temporary, "w", newline="", encoding="utf-8") as f:  # csv writes its own line ends
+            writer = csv.DictWriter(f, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_file_atomic(path, write_csv)
 
 
 def truncate_metrics(path: Path, stage: int, epochs_done: int) -> None:

@@ -13,9 +13,9 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from detseg.core.contract import INSTANCE
 from detseg.data.coco import CocoDataset, LabelMap
 from detseg.evaluation.task_evaluation import evaluate_task_predictions
-from detseg.pipelines.batch_contract import INSTANCE
 from detseg.training.predictions import batch_predictions, compiled_predict
 
 REPORTED_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")

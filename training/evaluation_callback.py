@@ -29,10 +29,10 @@ from typing import Any, Callable
 
 import keras
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC, check_task
 from detseg.data.coco import CocoDataset
 from detseg.evaluation.coco_eval import load_ground_truth
 from detseg.evaluation.task_evaluation import evaluate_task_predictions
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC, check_task
 from detseg.pipelines.dataset import build_eval_dataset
 from detseg.training.predictions import (DEFAULT_BATCH_SIZE, DEFAULT_MAX_OBJECTS, batch_predictions, compiled_predict,
                                          eval_targets)

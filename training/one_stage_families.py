@@ -8,11 +8,11 @@ report the same losses. Evaluation: COCO bbox with pycocotools, in original pixe
 
 from __future__ import annotations
 
+from detseg.core.contract import DETECTION, FEATURE_LEVELS
 from detseg.models.ssd.detector import SsdDetector
-from detseg.models.ssd.head import BACKBONE_LEVELS, SsdHeadConfig, build_ssd_network
+from detseg.models.ssd.head import SsdHeadConfig, build_ssd_network
 from detseg.models.yolo.detector import YoloDetector
 from detseg.models.yolo.head import YoloHeadConfig, build_yolo_network
-from detseg.pipelines.batch_contract import DETECTION
 from detseg.training.detection_evaluation import coco_evaluator
 from detseg.training.model_family import ModelFamily
 
@@ -25,7 +25,7 @@ def no_compile_arguments(head_config) -> dict:
 YOLO_FAMILY = ModelFamily(
     task=DETECTION,
     head_config=YoloHeadConfig,
-    bottleneck_levels=("P3", "P4", "P5"),
+    bottleneck_levels=FEATURE_LEVELS,
     build_head=lambda shapes, num_classes, head: build_yolo_network(shapes, num_classes, head),
     build_model=lambda backbone, network, head, size: YoloDetector(backbone, network, head, (size, size)),
     compile_kwargs=no_compile_arguments,
@@ -36,7 +36,7 @@ YOLO_FAMILY = ModelFamily(
 SSD_FAMILY = ModelFamily(
     task=DETECTION,
     head_config=SsdHeadConfig,
-    bottleneck_levels=BACKBONE_LEVELS,
+    bottleneck_levels=FEATURE_LEVELS,
     build_head=lambda shapes, num_classes, head: build_ssd_network(shapes, num_classes, head),
     build_model=lambda backbone, network, head, size: SsdDetector(backbone, network, head, (size, size)),
     compile_kwargs=no_compile_arguments,

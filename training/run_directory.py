@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from detseg.data.coco import LabelMap, write_json_atomic
+from detseg.core.atomic_files import write_file_atomic, write_json_atomic, write_text_atomic
+from detseg.data.coco import LabelMap
 
 
 class RunDirectoryError(ValueError):
@@ -101,13 +101,8 @@ class RunDirectory:
             write_json_atomic(asdict(state), self.state_path)
 
     def write_text(self, path: Path, text: str) -> None:
-        if not self.writable:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        if self.writable:
+            write_text_atomic(text, path)
 
     def write_label_map(self, label_map: LabelMap) -> None:
         if self.writable:
@@ -122,19 +117,13 @@ class RunDirectory:
 
     def save_weights(self, model, path: Path) -> None:
         """`model.save_weights` (layers and optimizer state) through a temporary file."""
-        if not self.writable:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name[:-len('.weights.h5')]}.tmp.weights.h5")
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
+        if self.writable:
+            write_file_atomic(path, lambda temporary: model.save_weights(temporary, overwrite=True))
 
     def save_model(self, model) -> None:
-        if not self.writable:
-            return
-        tmp = self.model_path.with_name(".model.tmp.keras")
-        model.save(tmp, overwrite=True)
-        os.replace(tmp, self.model_path)
+        """`model.save` (the `.keras` archive) through a temporary file."""
+        if self.writable:
+            write_file_atomic(self.model_path, lambda temporary: model.save(temporary, overwrite=True))
 
     def remove_stale_checkpoints(self, keep: str | None) -> None:
         """Delete `stage*_last_*` files other than `keep` (called after the state names `keep`)."""

@@ -11,7 +11,7 @@ same head and the backbone in a `models.semantic_segmenter.SemanticSegmenter`, w
 U-Net reads P3..P5 here, because stage 1 caches only what `build_backbone` returns: its
 decoder climbs from stride 32 to stride 8 and a fixed bilinear x8 finishes. The full
 U-Net with stride-2/4 skips (`models.unet.build_backbone_encoder`) needs the trainer to
-extract features through that encoder (see the note in `UNET_LEVELS`).
+extract features through that encoder (a trainer hook would then cache "P1".."P5").
 """
 
 from __future__ import annotations
@@ -23,20 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.contract import BACKGROUND_NAME, FEATURE_LEVELS, FEATURE_STRIDES, SEMANTIC, SEMANTIC_IGNORE
 from detseg.data.coco import LabelMap
 from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
 from detseg.models.segmentation.fcn import build_fcn_head
-from detseg.models.segmentation.losses import IGNORE_LABEL, SegmentationLoss
+from detseg.models.segmentation.losses import SegmentationLoss
 from detseg.models.segmentation.semantic_segmenter import SemanticSegmenter
 from detseg.models.segmentation.unet import build_unet_decoder
-from detseg.pipelines.batch_contract import SEMANTIC
 from detseg.training.model_family import ModelFamily
-
-BACKGROUND_NAME = "background"
-FCN_LEVELS = ("P3", "P4", "P5")
-# The levels build_backbone returns. With a trainer hook that extracts features through
-# models.unet.build_backbone_encoder, this becomes ("P1", "P2", "P3", "P4", "P5").
-UNET_LEVELS = ("P3", "P4", "P5")
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,7 @@ def _feature_inputs(feature_shapes: dict[str, tuple]) -> dict[str, keras.KerasTe
 
 def _image_size(feature_shapes: dict[str, tuple]) -> int:
     """The input size implied by P5 (stride 32), the coarsest level every family reads."""
-    return int(feature_shapes["P5"][0]) * 32
+    return int(feature_shapes["P5"][0]) * FEATURE_STRIDES["P5"]
 
 
 def build_fcn_family_head(feature_shapes: dict[str, tuple], num_classes: int, head: FCNHeadConfig):
@@ -103,10 +97,10 @@ def evaluate(model: keras.Model, eval_batches, label_map: LabelMap, dataset=None
     `dataset` is unused: the batches carry the targets.
 
     Over `(x, y, meta)` eval batches; padding examples (`meta["valid"]` False) and
-    ignored pixels (255, e.g. letterbox borders) are left out. Class 0 is background.
+    ignored pixels (`SEMANTIC_IGNORE`, e.g. letterbox borders) are left out. Class 0 is background.
     """
     names = [BACKGROUND_NAME, *label_map.names]
-    metrics = SemanticSegmentationMetrics(len(names), names, ignore_label=IGNORE_LABEL)
+    metrics = SemanticSegmentationMetrics(len(names), names, ignore_label=SEMANTIC_IGNORE)
     predict = tf.function(lambda x: tf.argmax(model(x, training=False), axis=-1, output_type=tf.int32))
     for x, y, meta in eval_batches:
         valid = meta["valid"].numpy()
@@ -117,7 +111,7 @@ def evaluate(model: keras.Model, eval_batches, label_map: LabelMap, dataset=None
 FCN_FAMILY = ModelFamily(
     task=SEMANTIC,
     head_config=FCNHeadConfig,
-    bottleneck_levels=FCN_LEVELS,
+    bottleneck_levels=FEATURE_LEVELS,
     build_head=build_fcn_family_head,
     build_model=build_model,
     compile_kwargs=compile_kwargs,
@@ -128,7 +122,7 @@ FCN_FAMILY = ModelFamily(
 UNET_FAMILY = ModelFamily(
     task=SEMANTIC,
     head_config=UNetHeadConfig,
-    bottleneck_levels=UNET_LEVELS,
+    bottleneck_levels=FEATURE_LEVELS,
     build_head=build_unet_family_head,
     build_model=build_model,
     compile_kwargs=compile_kwargs,

@@ -23,10 +23,10 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from detseg.core.contract import PAD_PIXEL_VALUE
 from detseg.models.backbones.registry import build_backbone, feature_shape
 from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
-from detseg.pipelines.letterbox import PAD_PIXEL_VALUE
 from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                        diverged_error, patience_used_up, truncate_metrics)
 from detseg.training.config import TrainConfig

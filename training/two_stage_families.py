@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from detseg.core.contract import DETECTION, FEATURE_LEVELS, FEATURE_STRIDES, INSTANCE
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn
 from detseg.models.rcnn.options import TwoStageOptions
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn
-from detseg.pipelines.batch_contract import DETECTION, INSTANCE
 from detseg.training.detection_evaluation import coco_evaluator
 from detseg.training.model_family import ModelFamily
 from detseg.training.one_stage_families import no_compile_arguments
 
-LEVELS = ("P3", "P4", "P5")
 MODEL_DEFAULTS = TwoStageOptions()  # the config's defaults are the model's own
 
 
@@ -52,12 +51,12 @@ class TwoStageHeadConfig:
 
 def _image_size(feature_shapes: dict) -> tuple[int, int]:
     h, w, _ = feature_shapes["P3"]
-    return (8 * int(h), 8 * int(w))
+    return (FEATURE_STRIDES["P3"] * int(h), FEATURE_STRIDES["P3"] * int(w))
 
 
 def _build_head(with_masks: bool):
     def build_head(feature_shapes, num_classes: int, head: TwoStageHeadConfig):
-        common = dict(image_size=_image_size(feature_shapes), levels=LEVELS, fpn_channels=head.fpn_channels,
+        common = dict(image_size=_image_size(feature_shapes), levels=FEATURE_LEVELS, fpn_channels=head.fpn_channels,
                       box_head_units=head.box_head_units, options=head.options())
         if with_masks:
             model = build_mask_rcnn(None, num_classes, mask_channels=head.mask_channels,
@@ -75,11 +74,11 @@ def build_model(backbone, head_model, head: TwoStageHeadConfig, image_size: int)
 
 
 FASTER_RCNN_FAMILY = ModelFamily(
-    task=DETECTION, head_config=TwoStageHeadConfig, bottleneck_levels=LEVELS,
+    task=DETECTION, head_config=TwoStageHeadConfig, bottleneck_levels=FEATURE_LEVELS,
     build_head=_build_head(False), build_model=build_model, compile_kwargs=no_compile_arguments,
     evaluate=coco_evaluator(DETECTION), headline_metric="bbox_AP50")
 
 MASK_RCNN_FAMILY = ModelFamily(
-    task=INSTANCE, head_config=TwoStageHeadConfig, bottleneck_levels=LEVELS,
+    task=INSTANCE, head_config=TwoStageHeadConfig, bottleneck_levels=FEATURE_LEVELS,
     build_head=_build_head(True), build_model=build_model, compile_kwargs=no_compile_arguments,
     evaluate=coco_evaluator(INSTANCE), headline_metric="segm_AP50")

@@ -10,6 +10,9 @@ One single-channel PNG per image, same relative path and stem (`images/a/b.jpg` 
   (an occluded object may be in pieces). E.g. 3001 and 3002 are two objects of
   category 3; values 1..999 (category 0) are an error.
 
+The codes are the contract's (`detseg.core.contract`): 0, background in both encodings, is
+`SEMANTIC_BACKGROUND`; 255, ignore in semantic PNGs, is `SEMANTIC_IGNORE`.
+
 Each instance: `segmentation` = compressed RLE, `area` = its pixel count, `bbox` = the
 tight box around its pixels (pixel columns 4..9 -> x=4, w=6), iscrowd=0.
 """
@@ -24,13 +27,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from detseg.core.contract import SEMANTIC_BACKGROUND, SEMANTIC_IGNORE
 from detseg.data.coco import encode_mask
 from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
 from detseg.data.errors import DatasetError
 
-BACKGROUND = 0
-SEMANTIC_IGNORE = 255
 INSTANCE_CATEGORY_FACTOR = 1000  # instance PNG value = category_id * 1000 + instance_index
 MASK_KINDS = ("semantic", "instance")
 EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -104,7 +106,7 @@ def semantic_instances(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     Ordered by category id, then by the component's first pixel in raster order.
     """
     for category_id in np.unique(mask):
-        if category_id in (BACKGROUND, SEMANTIC_IGNORE):
+        if category_id in (SEMANTIC_BACKGROUND, SEMANTIC_IGNORE):
             continue
         components, _ = ndimage.label(mask == category_id, structure=EIGHT_CONNECTED)
         # find_objects gives each component's bounding window: compare only inside it
@@ -117,7 +119,7 @@ def semantic_instances(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 def instance_instances(mask: np.ndarray, path: Path) -> Iterator[tuple[int, np.ndarray]]:
     """`(category_id, uint8 [H, W] 0/1 mask)` for each distinct value, in value order."""
     for value in np.unique(mask):
-        if value == BACKGROUND:
+        if value == SEMANTIC_BACKGROUND:
             continue
         category_id = int(value) // INSTANCE_CATEGORY_FACTOR
         if category_id < 1:

@@ -29,6 +29,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
 from detseg.models.backbones.weights import (
     IMAGENET_WEIGHTS, BackboneError, BackboneWeightsError, build_file_reference,
     build_imagenet_reference, check_imagenet_available, check_weights_path, copy_network_weights,
@@ -36,9 +37,7 @@ from detseg.models.backbones.weights import (
 from detseg.models.backbones.pixel_normalization import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PixelNormalization
 from detseg.models.backbones.tiny import tiny_backbone_features
 
-FEATURE_LEVELS = ("P3", "P4", "P5")
-FEATURE_STRIDES = {"P3": 8, "P4": 16, "P5": 32}
-LARGEST_STRIDE = 32
+LARGEST_STRIDE = FEATURE_STRIDES[FEATURE_LEVELS[-1]]  # 32: the P5 stride
 TINY = "tiny"
 
 

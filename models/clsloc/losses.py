@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from detseg.core.contract import PAD_CLASS
 from detseg.models.ops.box_ops import elementwise_iou, giou_loss
 
 SMOOTH_L1 = "smooth_l1"
 GIOU = "giou"
 BOX_LOSSES = (SMOOTH_L1, GIOU)
-# The class code of an image that has no object to classify and localize: such images
-# count in neither the losses nor the metrics.
-NO_OBJECT = -1
+# The class code of an image that has no object to classify and localize: the padding
+# class code of the contract. Such images count in neither the losses nor the metrics.
+NO_OBJECT = PAD_CLASS
 # IoU from which a box counts as localized (PASCAL VOC convention).
 LOCALIZATION_IOU_THRESHOLD = 0.5
 _PROBABILITY_FLOOR = 1e-7

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import keras
 
+from detseg.core.contract import FEATURE_LEVELS
 from detseg.models.ops.roi_align import level_number
 
 
@@ -30,7 +31,7 @@ class FeaturePyramid(keras.layers.Layer):
     Input: dict of `[B, h_l, w_l, c_l]`; output: dict of `[B, h_l, w_l, channels]`.
     """
 
-    def __init__(self, levels: Sequence[str] = ("P3", "P4", "P5"), channels: int = 64, **kwargs):
+    def __init__(self, levels: Sequence[str] = FEATURE_LEVELS, channels: int = 64, **kwargs):
         super().__init__(**kwargs)
         self.levels = tuple(sorted(levels, key=level_number))
         numbers = [level_number(name) for name in self.levels]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import keras
 
-LEVELS = ("P3", "P4", "P5")
+from detseg.core.contract import FEATURE_LEVELS
+
 BN_MOMENTUM = 0.97  # BatchNorm statistics follow a short training run quickly
 BN_EPSILON = 1e-3
 
@@ -66,7 +67,7 @@ def build_pan_fpn(features: dict, widths=(64, 128, 256), depth: int = 1, name: s
     Sizes must halve from level to level (true for H, W multiples of 32).
     """
     w3, w4, w5 = (int(w) for w in widths)
-    p3, p4, p5 = (features[level] for level in LEVELS)
+    p3, p4, p5 = (features[level] for level in FEATURE_LEVELS)
     lateral5 = conv_bn_silu(p5, w5, 1, name=f"{name}_lateral5")
     # Top-down: semantics from coarse to fine.
     top4 = keras.layers.Concatenate(name=f"{name}_td4_merge")([_upsample(lateral5, f"{name}_td4_up"), p4])

@@ -6,7 +6,7 @@ A match result is int32 `[..., A]`, one entry per anchor:
 - `MATCH_IGNORE` (-2): in between the thresholds; no loss at all.
 
 Ground truth comes padded, as in the batch contract: `classes int32 [B, G]` with
-`GT_PAD_CLASS` on padding rows (their boxes are ignored whatever they hold).
+`PAD_CLASS` on padding rows (their boxes are ignored whatever they hold).
 
 Used by SSD (positive >= 0.5, negative < 0.5, every box forced onto its best anchor),
 and general enough for an RPN (0.7 / 0.3) or a RetinaNet (0.5 / 0.4).
@@ -18,11 +18,10 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from detseg.core.contract import PAD_CLASS
+
 MATCH_NEGATIVE = -1  # anchor matched to background
 MATCH_IGNORE = -2    # anchor takes part in no loss
-# Class of a padding row in ground-truth `classes`; the same code as
-# `pipelines.batch_contract.PAD_CLASS` (models cannot import pipelines).
-GT_PAD_CLASS = -1
 
 
 class MatchingError(ValueError):
@@ -30,8 +29,8 @@ class MatchingError(ValueError):
 
 
 def valid_ground_truth(classes) -> tf.Tensor:
-    """bool `[..., G]`: True for real objects, False for padding rows (`GT_PAD_CLASS`)."""
-    return tf.cast(classes, tf.int32) > GT_PAD_CLASS
+    """bool `[..., G]`: True for real objects, False for padding rows (`PAD_CLASS`)."""
+    return tf.cast(classes, tf.int32) > PAD_CLASS
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ and returns at most `max_detections` detections per image:
      "classes": int32 [B, K], "num_detections": int32 [B]}
 
 sorted by score, the first `num_detections[b]` rows of image `b` real, the rest padding
-(box 0, score 0, class `PAD_DETECTION_CLASS`). K is `max_detections` (static), so the
+(box 0, score 0, class `PAD_CLASS`). K is `max_detections` (static), so the
 outputs batch and export with fixed shapes.
 
 Suppression is per class: two boxes of different classes never suppress each other, and
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-PAD_DETECTION_CLASS = -1  # class of a padding row in the outputs
+from detseg.core.contract import PAD_CLASS
 
 
 class NmsError(ValueError):
@@ -91,7 +91,7 @@ def batched_nms(boxes, scores, config: NmsConfig = NmsConfig()) -> dict[str, tf.
     num_detections = tf.cast(valid, tf.int32)
     slots = tf.range(int(config.max_detections), dtype=tf.int32)[tf.newaxis, :]
     real = slots < num_detections[:, tf.newaxis]
-    classes = tf.where(real, tf.cast(nmsed_classes, tf.int32), PAD_DETECTION_CLASS)
+    classes = tf.where(real, tf.cast(nmsed_classes, tf.int32), PAD_CLASS)
     return {
         "boxes": tf.where(real[..., tf.newaxis], nmsed_boxes, 0.0),
         "scores": tf.where(real, nmsed_scores, 0.0),

@@ -26,7 +26,7 @@ def detect_objects(rois: tf.Tensor, class_logits: tf.Tensor, box_deltas: tf.Tens
         class_logits: `[B, R, C + 1]`, background last; box_deltas: `[B, R, C, 4]`.
         image_size: `(H, W)` of the input frame (boxes are clipped to it).
     Returns `batched_nms`'s dict: `boxes [B, K, 4]`, `scores [B, K]`, `classes int32 [B, K]`
-    (`models.nms.PAD_DETECTION_CLASS` on padding), `num_detections int32 [B]`.
+    (`detseg.core.contract.PAD_CLASS` on padding), `num_detections int32 [B]`.
     """
     rois = tf.cast(rois, tf.float32)
     probabilities = tf.nn.softmax(tf.cast(class_logits, tf.float32), axis=-1)[..., :-1]  # [B, R, C]

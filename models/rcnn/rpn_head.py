@@ -20,6 +20,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from detseg.core.contract import FEATURE_LEVELS
 from detseg.models.ops.roi_align import level_number
 
 
@@ -35,7 +36,7 @@ class RPNHead(keras.layers.Layer):
     "deltas": [B, N, 4]}` with `N = sum_l h_l * w_l * A`, float32.
     """
 
-    def __init__(self, levels: Sequence[str] = ("P3", "P4", "P5"), anchors_per_cell: int = 3,
+    def __init__(self, levels: Sequence[str] = FEATURE_LEVELS, anchors_per_cell: int = 3,
                  channels: int = 64, **kwargs):
         super().__init__(**kwargs)
         self.levels = tuple(sorted(levels, key=level_number))

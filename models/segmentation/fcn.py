@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import keras
 
+from detseg.core.contract import FEATURE_STRIDES
 from detseg.models.segmentation.bilinear_upsampling import bilinear_upsampling_layer
 from detseg.models.segmentation.semantic_segmenter import (SegmenterConfigError, SemanticSegmenter, check_num_classes,
-                                                           feature_inputs, float32_logits, serialize_model)
+                                                           feature_inputs, float32_logits)
 
 # Which pyramid levels each variant adds to the P5 scores, coarse to fine.
 FCN_SKIPS = {"fcn32s": (), "fcn16s": ("P4",), "fcn8s": ("P4", "P3")}
 FCN_VARIANTS = tuple(FCN_SKIPS)
-LEVEL_STRIDES = {"P3": 8, "P4": 16, "P5": 32}
 
 
 def _check_backbone(backbone: keras.Model, variant: str) -> None:
@@ -45,10 +45,10 @@ def _check_backbone(backbone: keras.Model, variant: str) -> None:
     height, width = backbone.input.shape[1:3]
     for level in needed:
         level_h, level_w = outputs[level].shape[1:3]
-        if level_h * LEVEL_STRIDES[level] != height or level_w * LEVEL_STRIDES[level] != width:
+        if level_h * FEATURE_STRIDES[level] != height or level_w * FEATURE_STRIDES[level] != width:
             raise SegmenterConfigError(
                 f"FCN {variant}: backbone '{backbone.name}' level {level} is {level_h}x{level_w} for "
-                f"{height}x{width} images, not stride {LEVEL_STRIDES[level]}")
+                f"{height}x{width} images, not stride {FEATURE_STRIDES[level]}")
 
 
 def _p5_scores(p5, num_classes: int, head_filters: int, dropout: float):
@@ -72,14 +72,14 @@ def build_fcn_head(features: dict, num_classes: int, variant: str, head_filters:
     """
     inputs = dict(features)
     scores = _p5_scores(inputs["P5"], num_classes, head_filters, dropout)
-    stride = LEVEL_STRIDES["P5"]
+    stride = FEATURE_STRIDES["P5"]
     for level in FCN_SKIPS[variant]:
         scores = bilinear_upsampling_layer(2, num_classes, name=f"upsample_to_{level.lower()}")(scores)
         # Zero init: the skip starts silent, so the coarser prediction is the starting point.
         skip = keras.layers.Conv2D(num_classes, 1, kernel_initializer="zeros",
                                    name=f"score_{level.lower()}")(inputs[level])
         scores = keras.layers.Add(name=f"fuse_{level.lower()}")([scores, skip])
-        stride = LEVEL_STRIDES[level]
+        stride = FEATURE_STRIDES[level]
     scores = bilinear_upsampling_layer(stride, num_classes, name=f"upsample_x{stride}",
                                        trainable=learn_final_upsampling)(scores)
     return keras.Model(inputs, float32_logits(scores), name=f"{variant}_head")
@@ -102,6 +102,8 @@ class FCN(SemanticSegmenter):
     and class map (`models.semantic_segmenter`).
     """
 
+    nested_model_keys = ("backbone",)  # encoder and head are rebuilt from the arguments
+
     def __init__(self, backbone: keras.Model, num_classes: int, variant: str = "fcn8s",
                  head_filters: int = 128, dropout: float = 0.1,
                  learn_final_upsampling: bool = False, **kwargs):
@@ -121,7 +123,6 @@ class FCN(SemanticSegmenter):
         self.learn_final_upsampling = bool(learn_final_upsampling)
 
     def get_config(self):
-        return {**self.base_config(), "backbone": serialize_model(self.backbone),
-                "num_classes": self.num_classes, "variant": self.variant,
+        return {**super().get_config(), "variant": self.variant,
                 "head_filters": self.head_filters, "dropout": self.dropout,
                 "learn_final_upsampling": self.learn_final_upsampling}

@@ -2,7 +2,7 @@
 
 Every function takes
 - `labels`: integer `[B, H, W]` (uint8 in the batch contract): channel index `0..C-1`
-  of the true class (0 = background; contiguous class `i` is `i + 1`), or `IGNORE_LABEL`
+  of the true class (0 = background; contiguous class `i` is `i + 1`), or `SEMANTIC_IGNORE`
   (255) for pixels that must not count (borders exposed by augmentation, crowds);
 - `logits`: float `[B, H, W, C]`, unnormalised scores, `C` including the background;
 - optional `class_weights`: `C` non-negative floats, for imbalanced classes,
@@ -19,7 +19,8 @@ from typing import Sequence
 import keras
 from keras import ops
 
-IGNORE_LABEL = 255
+from detseg.core.contract import SEMANTIC_IGNORE
+
 DEFAULT_DICE_SMOOTH = 1.0
 
 
@@ -41,7 +42,7 @@ def _weight_vector(class_weights, num_classes: int):
 
 
 def pixel_cross_entropy(labels, logits, class_weights: Sequence[float] | None = None,
-                        ignore_label: int = IGNORE_LABEL):
+                        ignore_label: int = SEMANTIC_IGNORE):
     """Mean softmax cross-entropy over the non-ignored pixels of the batch.
 
     With class weights `w`, each pixel's term is scaled by `w[its true class]` and the sum
@@ -58,7 +59,7 @@ def pixel_cross_entropy(labels, logits, class_weights: Sequence[float] | None = 
 
 
 def soft_dice_loss(labels, logits, class_weights: Sequence[float] | None = None,
-                   ignore_label: int = IGNORE_LABEL, smooth: float = DEFAULT_DICE_SMOOTH):
+                   ignore_label: int = SEMANTIC_IGNORE, smooth: float = DEFAULT_DICE_SMOOTH):
     """`1 - mean_c Dice_c` with softmax probabilities, over the whole batch's valid pixels.
 
     `Dice_c = (2 * sum(p_c * y_c) + smooth) / (sum(p_c) + sum(y_c) + smooth)`, sums over
@@ -82,7 +83,7 @@ def soft_dice_loss(labels, logits, class_weights: Sequence[float] | None = None,
 def combined_segmentation_loss(labels, logits, cross_entropy_weight: float = 1.0,
                                dice_weight: float = 1.0,
                                class_weights: Sequence[float] | None = None,
-                               ignore_label: int = IGNORE_LABEL, smooth: float = DEFAULT_DICE_SMOOTH):
+                               ignore_label: int = SEMANTIC_IGNORE, smooth: float = DEFAULT_DICE_SMOOTH):
     """`cross_entropy_weight * pixel_cross_entropy + dice_weight * soft_dice_loss`."""
     total = ops.zeros((), "float32")
     if cross_entropy_weight:
@@ -118,7 +119,7 @@ class SegmentationLoss(keras.losses.Loss):
     """
 
     def __init__(self, cross_entropy_weight: float = 1.0, dice_weight: float = 1.0,
-                 class_weights: Sequence[float] | None = None, ignore_label: int = IGNORE_LABEL,
+                 class_weights: Sequence[float] | None = None, ignore_label: int = SEMANTIC_IGNORE,
                  smooth: float = DEFAULT_DICE_SMOOTH, name: str = "segmentation_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if cross_entropy_weight < 0 or dice_weight < 0 or cross_entropy_weight + dice_weight <= 0:

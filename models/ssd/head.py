@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import keras
 
+from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
 from detseg.models.ops.anchors import AnchorGenerator, linear_anchor_sizes
 from detseg.models.ops.box_coding import SSD_VARIANCES
 
 SSD_BACKGROUND = 0  # class-logit column of "no object"; class c is column c + 1
-BACKBONE_LEVELS = ("P3", "P4", "P5")
-BACKBONE_STRIDES = (8, 16, 32)
+BACKBONE_STRIDES = tuple(FEATURE_STRIDES[level] for level in FEATURE_LEVELS)  # (8, 16, 32)
 BACKGROUND_PRIOR = 0.99  # initial background probability: most default boxes are background
 
 
@@ -130,12 +130,12 @@ def build_ssd_network(feature_shapes: dict, num_classes: int, config: SsdHeadCon
     """Extra levels + predictors: `{"P3", "P4", "P5"}` features -> raw predictions (module docstring)."""
     if int(num_classes) < 1:
         raise SsdConfigError(f"num_classes must be >= 1, got {num_classes}")
-    missing = [level for level in BACKBONE_LEVELS if level not in feature_shapes]
+    missing = [level for level in FEATURE_LEVELS if level not in feature_shapes]
     if missing:
-        raise SsdConfigError(f"SSD needs backbone features {BACKBONE_LEVELS}; missing {missing}")
+        raise SsdConfigError(f"SSD needs backbone features {FEATURE_LEVELS}; missing {missing}")
     inputs = {level: keras.Input(shape=tuple(int(d) for d in feature_shapes[level]), name=level)
-              for level in BACKBONE_LEVELS}
-    features = [inputs[level] for level in BACKBONE_LEVELS] + _extra_levels(inputs["P5"], config)
+              for level in FEATURE_LEVELS}
+    features = [inputs[level] for level in FEATURE_LEVELS] + _extra_levels(inputs["P5"], config)
     # P3 is exactly 1/8 of the input (backbone contract), so this is the image side.
     per_cell = config.anchors(int(feature_shapes["P3"][0]) * BACKBONE_STRIDES[0]).anchors_per_location
     boxes, classes = [], []

@@ -16,7 +16,7 @@ localization quality, not 1):
 (a' over g's chosen points), i.e. the best point of each box is trained towards that
 box's best IoU and the others proportionally less.
 
-Shapes: B images, A points, G ground-truth rows (padding rows have `GT_PAD_CLASS`), C classes.
+Shapes: B images, A points, G ground-truth rows (padding rows have `PAD_CLASS`), C classes.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from detseg.models.ops.box_ops import pairwise_iou
-from detseg.models.ops.matching import GT_PAD_CLASS, gather_matched, valid_ground_truth
+from detseg.core.contract import PAD_CLASS
+from detseg.models.ops.matching import gather_matched, valid_ground_truth
 
 ALIGNMENT_EPSILON = 1e-9  # keeps the normalization finite for boxes with no candidate
 
@@ -61,7 +62,7 @@ def _with_padding_row(gt_boxes, gt_classes) -> tuple[tf.Tensor, tf.Tensor]:
     gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_classes = tf.cast(gt_classes, tf.int32)
     batch = tf.shape(gt_classes)[0]
-    pad_class = tf.fill([batch, 1], GT_PAD_CLASS)
+    pad_class = tf.fill([batch, 1], PAD_CLASS)
     return (tf.concat([gt_boxes, tf.zeros([batch, 1, 4], tf.float32)], axis=1),
             tf.concat([gt_classes, pad_class], axis=1))
 
@@ -86,7 +87,7 @@ def task_aligned_assign(class_probs, pred_boxes, points, gt_boxes, gt_classes, t
         class_probs: float `[B, A, C]` predicted probabilities (sigmoid).
         pred_boxes: float `[B, A, 4]` predicted xyxy px.
         points: float `[A, 2]` xy px of the grid points (`models.anchors.grid_points`).
-        gt_boxes: float `[B, G, 4]` xyxy px; gt_classes: int `[B, G]`, `GT_PAD_CLASS` on padding.
+        gt_boxes: float `[B, G, 4]` xyxy px; gt_classes: int `[B, G]`, `PAD_CLASS` on padding.
         topk, alpha, beta: as in the module docstring (YOLOv8: 10, 0.5, 6.0).
     """
     class_probs = tf.stop_gradient(tf.cast(class_probs, tf.float32))

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 
 import keras
 
-from detseg.models.necks.pan_fpn import LEVELS, build_pan_fpn, conv_bn_silu
+from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
+from detseg.models.necks.pan_fpn import build_pan_fpn, conv_bn_silu
 
-YOLO_STRIDES = (8, 16, 32)
+YOLO_STRIDES = tuple(FEATURE_STRIDES[level] for level in FEATURE_LEVELS)  # (8, 16, 32)
 CLASS_PRIOR = 0.01  # initial class probability: the loss starts near the background answer
 
 
@@ -116,13 +117,13 @@ def build_yolo_network(feature_shapes: dict, num_classes: int, config: YoloHeadC
     """
     if int(num_classes) < 1:
         raise YoloConfigError(f"num_classes must be >= 1, got {num_classes}")
-    missing = [level for level in LEVELS if level not in feature_shapes]
+    missing = [level for level in FEATURE_LEVELS if level not in feature_shapes]
     if missing:
-        raise YoloConfigError(f"YOLO needs backbone features {LEVELS}; missing {missing}")
+        raise YoloConfigError(f"YOLO needs backbone features {FEATURE_LEVELS}; missing {missing}")
     inputs = {level: keras.Input(shape=tuple(int(d) for d in feature_shapes[level]), name=level)
-              for level in LEVELS}
+              for level in FEATURE_LEVELS}
     fused = build_pan_fpn(inputs, config.neck_widths, config.neck_depth)
-    boxes, classes = zip(*(_level_head(fused[level], level, num_classes, config) for level in LEVELS))
+    boxes, classes = zip(*(_level_head(fused[level], level, num_classes, config) for level in FEATURE_LEVELS))
     outputs = {
         "box_distribution": keras.layers.Concatenate(axis=1, name="box_distribution")(list(boxes)),
         "class_logits": keras.layers.Concatenate(axis=1, name="class_logits")(list(classes)),

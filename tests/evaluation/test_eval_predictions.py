@@ -5,8 +5,9 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from eval_fixtures import ground_truth_payload
+from detseg.core.contract import PAD_CLASS
 from detseg.data.coco import LabelMap, dataset_from_dict
-from detseg.evaluation.coco_results import PADDED_CLASS, predictions_to_coco_results
+from detseg.evaluation.coco_results import predictions_to_coco_results
 from detseg.evaluation.detection_report import evaluate_predictions
 
 
@@ -16,7 +17,7 @@ def test_boxes_classes_and_masks_become_coco_results():
     mask[0, 1:3, 2:5] = 0.9
     mask[0, 4, 4] = 0.4  # below the 0.5 threshold
     prediction = {"boxes": np.array([[2.0, 1.0, 5.0, 3.0], [0, 0, 0, 0]], np.float32),
-                  "scores": np.array([0.8, 0.0]), "classes": np.array([2, PADDED_CLASS]), "masks": mask}
+                  "scores": np.array([0.8, 0.0]), "classes": np.array([2, PAD_CLASS]), "masks": mask}
     (result,) = predictions_to_coco_results([11], [prediction], label_map)
     assert result["image_id"] == 11 and result["category_id"] == 42
     assert result["bbox"] == [2.0, 1.0, 3.0, 2.0] and result["score"] == pytest.approx(0.8)

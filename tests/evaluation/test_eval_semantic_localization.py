@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
+from detseg.core.contract import SEMANTIC_IGNORE
 from detseg.data.errors import DatasetError
 from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
-from detseg.evaluation.semantic_metrics import IGNORE_LABEL, SemanticSegmentationMetrics
+from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
 
-I = IGNORE_LABEL
+I = SEMANTIC_IGNORE
 TRUE_MAP = np.array([[0, 0, 1], [1, 2, I]])
 PREDICTED_MAP = np.array([[0, 1, 1], [1, 2, 0]])  # the last pixel is ignored whatever it says
 

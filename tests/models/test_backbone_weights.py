@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from detseg.models.backbones.weights import imagenet_host_reachable, imagenet_weights_cached
-from detseg.models.backbones.registry import APPLICATIONS, FEATURE_LEVELS, BackboneWeightsError, build_backbone
+from detseg.core.contract import FEATURE_LEVELS
+from detseg.models.backbones.registry import APPLICATIONS, BackboneWeightsError, build_backbone
 from detseg.models.backbones.pixel_normalization import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 
 

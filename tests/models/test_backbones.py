@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from detseg.models.backbones.registry import (
-    BACKBONE_NAMES, FEATURE_LEVELS, FEATURE_STRIDES, BackboneError, build_backbone, feature_shape)
+from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
+from detseg.models.backbones.registry import BACKBONE_NAMES, BackboneError, build_backbone, feature_shape
 from detseg.models.backbones.pixel_normalization import PixelNormalization
 from detseg.models.backbones.transfer import backbone_blocks
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detseg.models.ops.nms import PAD_DETECTION_CLASS, NmsConfig, NmsError, batched_nms
+from detseg.core.contract import PAD_CLASS
+from detseg.models.ops.nms import NmsConfig, NmsError, batched_nms
 
 # Boxes 0 and 1 overlap (IoU 0.68), box 2 is apart.
 BOXES = np.array([[[10, 20, 50, 40], [12, 22, 52, 42], [100, 5, 120, 60]]], np.float32)
@@ -39,7 +40,7 @@ def test_padding_rows_are_zero_with_the_pad_class():
     scores = np.array([[[0.9], [0.0], [0.0]]], np.float32)
     out = batched_nms(BOXES, scores, NmsConfig(score_threshold=0.05, max_detections=4))
     assert out["boxes"].shape == (1, 4, 4) and out["classes"].dtype == tf.int32
-    np.testing.assert_array_equal(out["classes"][0], [0] + [PAD_DETECTION_CLASS] * 3)
+    np.testing.assert_array_equal(out["classes"][0], [0] + [PAD_CLASS] * 3)
     np.testing.assert_array_equal(out["boxes"][0, 1:], np.zeros((3, 4)))
     np.testing.assert_array_equal(out["scores"][0, 1:], np.zeros(3))
 

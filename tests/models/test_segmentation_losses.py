@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detseg.models.segmentation.losses import (IGNORE_LABEL, SegmentationLoss, SegmentationLossError,
-                                               combined_segmentation_loss, pixel_cross_entropy,
-                                               soft_dice_loss)
+from detseg.core.contract import SEMANTIC_IGNORE
+from detseg.models.segmentation.losses import (SegmentationLoss, SegmentationLossError, combined_segmentation_loss,
+                                               pixel_cross_entropy, soft_dice_loss)
 
 LN3 = math.log(3.0)
 
@@ -24,8 +24,8 @@ def two_pixels():
 
 
 def with_ignored_pixel(labels, logits, ignored_logits):
-    """Appends a third pixel labelled IGNORE_LABEL with the given logits."""
-    labels = np.concatenate([labels, np.full((1, 1, 1), IGNORE_LABEL, np.uint8)], axis=2)
+    """Appends a third pixel labelled SEMANTIC_IGNORE with the given logits."""
+    labels = np.concatenate([labels, np.full((1, 1, 1), SEMANTIC_IGNORE, np.uint8)], axis=2)
     logits = np.concatenate([logits, np.asarray(ignored_logits, np.float32).reshape(1, 1, 1, 2)], axis=2)
     return labels, logits
 
@@ -75,7 +75,7 @@ def test_ignored_pixels_do_not_change_the_loss(loss):
 
 
 def test_a_batch_with_only_ignored_pixels_has_zero_cross_entropy():
-    labels = np.full((1, 2, 2), IGNORE_LABEL, np.uint8)
+    labels = np.full((1, 2, 2), SEMANTIC_IGNORE, np.uint8)
     logits = np.random.default_rng(0).normal(size=(1, 2, 2, 3)).astype(np.float32)
     assert float(pixel_cross_entropy(labels, logits)) == 0.0
     # No valid pixel: every class has Dice smooth/smooth = 1, so the loss is 0 too.
@@ -85,7 +85,7 @@ def test_a_batch_with_only_ignored_pixels_has_zero_cross_entropy():
 def test_gradients_are_finite_and_zero_on_ignored_pixels():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, size=(2, 5, 5)).astype(np.uint8)
-    labels[:, 0, :] = IGNORE_LABEL
+    labels[:, 0, :] = SEMANTIC_IGNORE
     logits = tf.Variable(rng.normal(scale=30.0, size=(2, 5, 5, 4)).astype(np.float32))
     with tf.GradientTape() as tape:
         loss = combined_segmentation_loss(labels, logits, class_weights=[0.5, 1.0, 2.0, 1.0])

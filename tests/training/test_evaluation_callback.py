@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
 from detseg.data.coco import load_coco
 from detseg.evaluation.task_evaluation import evaluate_task_predictions
 from detseg.models.backbones.registry import build_backbone, feature_shape
 from detseg.models.clsloc.classification_localization import ClassificationLocalizationModel, build_clsloc_head
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset
 from detseg.training.callbacks import MetricsCsv, ScalarEventLog
 from detseg.training.clsloc_family import evaluate as clsloc_family_evaluate
