@@ -1,28 +1,35 @@
 """`SemanticSegmenter`: what FCN and U-Net share as Keras task models.
 
-A segmenter is a functional model made of two nested models, so training can treat them
+A segmenter is a `TaskModel` made of two nested functional models, so training can treat them
 apart (bottleneck training caches the encoder's outputs and trains the head alone):
 
     images float32 [B, H, W, 3], raw RGB 0..255 (normalization is inside the encoder)
       -> encoder: {feature name: [B, H/s, W/s, c_s]}   (a backbone, or the model's own)
       -> head:    logits float32 [B, H, W, C]          (C classes, background included)
 
-Calling the model gives the logits (what `SegmentationLoss` takes). `predict` and
-`segment` give `{"probabilities": float32 [B, H, W, C], "class_map": int32 [B, H, W]}`,
-where class map value 0 is background and `i + 1` the contiguous class `i`, matching the
-pipelines' semantic targets. For serving, `infer(pixels)` returns the same dict.
+Calling the model gives the logits (what `SegmentationLoss`, given to `compile`, takes).
+`predict`/`predict_step` and `segment` give `{"logits", "probabilities": float32
+[B, H, W, C], "class_map": int32 [B, H, W]}`, where class map value 0 is background and `i + 1` the
+contiguous class `i`, matching the pipelines' semantic targets; the export serves that.
+
+Why a subclassed model around two functional ones rather than one functional graph: a
+functional subclass of `TaskModel` would make Keras rewrite `TaskModel`'s own bases into
+`Functional` (`keras.Model.__init__` injects it into the class hierarchy), turning every
+other task model functional too.
 
 The base class is usable on its own, around any encoder and head (the trainer builds
 it from a backbone and a head it trained on cached features); its config then holds both
 nested models. Subclasses (FCN, U-Net) build the graph in `__init__` and keep only their
-constructor arguments in `get_config()`; `from_config` rebuilds nested models from their
-serialized form.
+constructor arguments in `get_config()`; `from_config` (`TaskModel`'s) rebuilds nested
+models from their serialized form.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+from detseg.models.task_model import TaskModel
 
 PROBABILITIES = "probabilities"
 CLASS_MAP = "class_map"
@@ -66,8 +73,8 @@ def float32_logits(x, name: str = "logits"):
 
 
 @keras.saving.register_keras_serializable(package="detseg")
-class SemanticSegmenter(keras.Model):
-    """A functional `images -> logits` model made of `encoder` and `head`.
+class SemanticSegmenter(TaskModel):
+    """An `images -> logits` task model made of the functional `encoder` and `head`.
 
     Args:
         encoder: functional model, raw pixels `[B, H, W, 3]` -> dict of feature maps.
@@ -79,52 +86,37 @@ class SemanticSegmenter(keras.Model):
     after building both nested models.
     """
 
+    nested_model_keys = ("encoder", "head")
+
     def __init__(self, *, encoder: keras.Model, head: keras.Model, num_classes: int, **kwargs):
-        images = image_input_like(encoder)
-        features = encoder(images)
-        # The head declares the levels it reads (a short U-Net decoder skips P1, P2).
-        logits = head({name: features[name] for name in head.input})
-        super().__init__(inputs=images, outputs=logits, **kwargs)
+        image_input_like(encoder)  # checks the encoder takes fixed-size images
+        super().__init__(**kwargs)
         self.encoder = encoder
         self.head = head
         self.num_classes = num_classes
+        self.built = True  # the nested models hold every variable
+
+    def call(self, inputs, training=False):
+        """Raw pixels `[B, H, W, 3]` -> logits `[B, H, W, C]`."""
+        features = self.encoder(inputs, training=training)
+        # The head declares the levels it reads (a short U-Net decoder skips P1, P2).
+        return self.head({name: features[name] for name in self.head.input}, training=training)
 
     def segment(self, images) -> dict:
-        """Raw pixels float32 `[B, H, W, 3]` -> `{"probabilities", "class_map"}` (module doc)."""
-        logits = self(images, training=False)
-        return {PROBABILITIES: ops.softmax(logits, axis=-1),
-                CLASS_MAP: ops.cast(ops.argmax(logits, axis=-1), "int32")}
+        """Raw pixels float32 `[B, H, W, 3]` -> `{"logits", "probabilities", "class_map"}` (module doc).
 
-    def infer(self, pixels) -> dict:
-        """Serving entry point: `segment` plus the logits, for `serving.ServingModule(infer=...)`."""
-        logits = self(pixels, training=False)
+        The logits come too: the export resamples them (not the probabilities) to the
+        original size before the argmax, as they keep the resolution that a float32
+        softmax of near-equal logits loses to ties.
+        """
+        logits = self(images, training=False)
         return {LOGITS: logits, PROBABILITIES: ops.softmax(logits, axis=-1),
                 CLASS_MAP: ops.cast(ops.argmax(logits, axis=-1), "int32")}
 
-    def predict_step(self, data):
-        images, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+    def predict_outputs(self, images) -> dict:
         return self.segment(images)
 
-    def base_config(self) -> dict:
-        """Name and trainable flag, what every subclass's `get_config` starts from."""
-        return {"name": self.name, "trainable": self.trainable}
-
     def get_config(self):
-        return {**self.base_config(), "encoder": serialize_model(self.encoder),
-                "head": serialize_model(self.head), "num_classes": self.num_classes}
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        for key in NESTED_MODEL_KEYS:
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects)
-        return cls(**config)
-
-
-NESTED_MODEL_KEYS = ("backbone", "encoder", "head")  # config entries that hold a serialized model
-
-
-def serialize_model(model: keras.Model | None):
-    """A nested model as a config dict (None stays None), for `get_config`."""
-    return None if model is None else keras.saving.serialize_keras_object(model)
+        # The nested models of `nested_model_keys`: encoder and head here; subclasses that
+        # build both from their own arguments name only those (FCN, U-Net: the backbone).
+        return {**super().get_config(), "num_classes": self.num_classes}

@@ -33,8 +33,7 @@ import keras
 from detseg.models.segmentation.bilinear_upsampling import bilinear_upsampling_layer
 from detseg.models.backbones.pixel_normalization import PixelNormalization
 from detseg.models.segmentation.semantic_segmenter import (SegmenterConfigError, SemanticSegmenter, check_num_classes,
-                                                           feature_inputs, float32_logits, image_input_like,
-                                                           serialize_model)
+                                                           feature_inputs, float32_logits, image_input_like)
 
 DEFAULT_ENCODER_FILTERS = (16, 32, 64, 128, 256)
 DEFAULT_DECODER_FILTERS = (128, 64, 32, 16, 16)
@@ -189,6 +188,8 @@ class UNet(SemanticSegmenter):
     and class map (`models.semantic_segmenter`).
     """
 
+    nested_model_keys = ("backbone",)  # encoder and head are rebuilt from the arguments
+
     def __init__(self, num_classes: int, backbone: keras.Model | None = None,
                  image_size=(256, 256), encoder_filters=DEFAULT_ENCODER_FILTERS,
                  decoder_filters=None, upsampling: str = "bilinear", **kwargs):
@@ -216,7 +217,6 @@ class UNet(SemanticSegmenter):
         self.upsampling = upsampling
 
     def get_config(self):
-        return {**self.base_config(), "num_classes": self.num_classes,
-                "backbone": serialize_model(self.backbone), "image_size": list(self.image_size),
+        return {**super().get_config(), "image_size": list(self.image_size),
                 "encoder_filters": list(self.encoder_filters),
                 "decoder_filters": list(self.decoder_filters), "upsampling": self.upsampling}

@@ -16,7 +16,7 @@ from detseg.models.segmentation.losses import SegmentationLoss
 from detseg.models.segmentation.semantic_segmenter import SegmenterConfigError, SemanticSegmenter
 from detseg.pipelines.dataset import build_dataset
 from detseg.serving.export import export_saved_model
-from detseg.serving.serving_module import ServingModule
+from detseg.serving.serving_module import serving_module_for
 
 SIZE = 64
 NUM_CLASSES = 4
@@ -146,8 +146,7 @@ def test_a_plain_segmenter_around_an_fcn_head_round_trips(tmp_path):
 def test_export_serves_the_class_map_at_the_original_size(tmp_path):
     model = FCN(tiny_backbone(), NUM_CLASSES, variant="fcn8s", head_filters=8)
     names = ["background", "circle", "rectangle", "triangle"]
-    module = ServingModule(model.infer, task="segmentation", letterbox=SIZE, label_names=names,
-                           trackables=[model])
+    module = serving_module_for(model, "semantic", SIZE, names[1:])
     version_dir = export_saved_model(module, tmp_path / "shapes", write_config=False)
     served = tf.saved_model.load(str(version_dir)).signatures["serving_pixels"]
     # A frame-sized batch is not letterboxed, so the served map is the model's own argmax.
