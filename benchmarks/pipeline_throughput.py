@@ -31,6 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
+from detseg.core.contract import DETECTION, INSTANCE  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
 from detseg.pipelines import AugmentConfig, build_dataset  # noqa: E402
@@ -98,7 +99,7 @@ def small_yolo(num_classes: int):
 def training_images_per_second(dataset, args: argparse.Namespace) -> Rate:
     import keras
 
-    batches = build_dataset(dataset, "detection", args.image_size, args.batch_size, augment=None,
+    batches = build_dataset(dataset, DETECTION, args.image_size, args.batch_size, augment=None,
                             max_objects=20, drop_remainder=True)
     x, y = next(iter(batches))
     # One batch held in memory and repeated: only the model's consumption is timed.
@@ -119,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic train split: {len(dataset.images)} images of {args.image_size} px, "
           f"batch {args.batch_size}, {args.batches} timed batches, num_parallel_calls={args.num_parallel_calls}, "
           f"{os.cpu_count()} CPUs")
-    plain = pipeline_images_per_second(dataset, "detection", None, args)
-    augmented = pipeline_images_per_second(dataset, "detection", AugmentConfig(), args)
-    instance = pipeline_images_per_second(dataset, "instance", AugmentConfig(), args)
+    plain = pipeline_images_per_second(dataset, DETECTION, None, args)
+    augmented = pipeline_images_per_second(dataset, DETECTION, AugmentConfig(), args)
+    instance = pipeline_images_per_second(dataset, INSTANCE, AugmentConfig(), args)
     training = training_images_per_second(dataset, args)
     rows = [("pipeline, detection, no augmentation", plain),
             ("pipeline, detection, augmentation", augmented),

@@ -36,6 +36,7 @@ import keras_cv
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
 from detseg.data.coco import load_coco
 from detseg.data.synthetic import ensure_synthetic
 from detseg.evaluation.semantic_metrics import SemanticSegmentationMetrics
@@ -69,7 +70,7 @@ def split_arrays(annotations: Path, image_size: int) -> tuple[np.ndarray, np.nda
     """One split decoded by the pipeline: images uint8 `[N, S, S, 3]`, labels uint8 `[N, S, S]`."""
     dataset = load_coco(annotations)
     images, labels = [], []
-    for x, y in build_dataset(dataset, "semantic", image_size, batch_size=32):
+    for x, y in build_dataset(dataset, SEMANTIC, image_size, batch_size=32):
         images.append(np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8))
         labels.append(y.numpy())
     return np.concatenate(images), np.concatenate(labels), list(dataset.label_map.names)
@@ -226,7 +227,7 @@ def main(argv=None) -> None:
     train_images, train_labels, names_ = split_arrays(data_dir / "annotations" / "instances_train.json",
                                                       args.image_size)
     val_images, val_labels, _ = split_arrays(data_dir / "annotations" / "instances_val.json", args.image_size)
-    class_names = ["background", *names_]
+    class_names = [BACKGROUND_NAME, *names_]
     print(f"synthetic {args.image_size}px: {len(train_images)} train / {len(val_images)} val images; "
           f"budget {args.cpu_minutes} CPU-min per model, batch {args.batch_size}, lr {args.lr}", flush=True)
     records = {name: run_one(name, args, (train_images, train_labels), (val_images, val_labels), class_names)

@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from detseg.core.atomic_files import write_file_atomic
 from detseg.core.contract import SEMANTIC_BACKGROUND, SEMANTIC_IGNORE
 from detseg.data.errors import DatasetError
 
@@ -223,8 +224,6 @@ def side_by_side(images: Sequence[np.ndarray], titles: Sequence[str] | None = No
 
 
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
-    """Write `[H, W, 3]` (or grey `[H, W]`) pixels as an RGB PNG, making parent folders."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(as_rgb_uint8(image, str(path)), "RGB").save(path)
-    return path
+    """Write `[H, W, 3]` (or grey `[H, W]`) pixels as an RGB PNG, atomically, making parent folders."""
+    picture = Image.fromarray(as_rgb_uint8(image, str(path)), "RGB")
+    return write_file_atomic(path, lambda temporary: picture.save(temporary))

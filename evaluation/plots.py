@@ -15,17 +15,17 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from detseg.core.atomic_files import write_file_atomic
+
 PR_COLUMNS = 4
 MAX_ANNOTATED_CELLS = 30  # confusion matrices up to 30 x 30 get their counts written in
 DPI = 90
 
 
 def _save(figure: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write `figure` as a PNG at `path`, atomically."""
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
+    return write_file_atomic(path, lambda temporary: figure.savefig(temporary, dpi=DPI, bbox_inches="tight"))
 
 
 def plot_pr_curves(pr_curves: dict[str, Any], path: str | os.PathLike, title: str) -> Path | None:

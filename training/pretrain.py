@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detseg.core.atomic_files import write_file_atomic, write_text_atomic
 from detseg.data.coco import load_coco
 from detseg.data.errors import DatasetError
 from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
@@ -186,8 +187,7 @@ def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: i
     val_batches = sample_batches(val, image_size, batch_size, False, seed) if val else None
     history = classifier.fit(sample_batches(train, image_size, batch_size, True, seed),
                              validation_data=val_batches, epochs=epochs, verbose=verbose)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    backbone.save_weights(out)
+    write_file_atomic(out, backbone.save_weights)
     val_accuracy = float(history.history["val_accuracy"][-1]) if val else None
     result = PretrainResult(out, len(samples.paths), samples.class_names,
                             float(history.history["accuracy"][-1]), val_accuracy)
@@ -198,8 +198,8 @@ def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: i
 def _write_description(result: PretrainResult, backbone_name: str, image_size: int, alpha: float,
                        data) -> None:
     path = result.weights_path.with_name(result.weights_path.name[:-len(SAVED_WEIGHTS_SUFFIX)] + ".json")
-    path.write_text(json.dumps({
+    write_text_atomic(json.dumps({
         "backbone": backbone_name, "alpha": alpha, "image_size": image_size, "data": str(data),
         "classes": list(result.class_names), "num_samples": result.num_samples,
         "train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy,
-    }, indent=2), encoding="utf-8")
+    }, indent=2), path)
