@@ -99,10 +99,10 @@ def write_dataset(root: Path) -> Path:
     return path
 
 
-MODELS = {  # served name -> (pipeline task, serving task, model, label names)
+MODELS = {  # served name -> (pipeline task, serving task: the same core task name, model, label names)
     "boxes": ("detection", "detection", BrightBoxDetector(), ["box", "bar"]),
-    "masks": ("instance", "detection", BrightBoxDetector(with_masks=True), ["box", "bar"]),
-    "regions": ("semantic", "segmentation", BrightSegmenter(), ["background", "box", "bar"]),
+    "masks": ("instance", "instance", BrightBoxDetector(with_masks=True), ["box", "bar"]),
+    "regions": ("semantic", "semantic", BrightSegmenter(), ["background", "box", "bar"]),
 }
 
 
