@@ -53,7 +53,7 @@ from detseg.models.yolo.detector import build_yolo_detector  # noqa: E402
 from detseg.models.yolo.head import YoloHeadConfig  # noqa: E402
 from detseg.pipelines.augment import AugmentConfig  # noqa: E402
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from detseg.pipelines.letterbox import boxes_to_original  # noqa: E402
+from detseg.models.ops.letterbox import boxes_to_original  # noqa: E402
 
 MODELS = ("yolo", "kerascv_yolov8", "ssd")
 EVAL_NMS = NmsConfig(iou_threshold=0.6, score_threshold=0.001, max_detections=100)
@@ -199,7 +199,7 @@ def coco_metrics(detect, val, args) -> dict:
     image_ids, predictions = [], []
     for x, meta in batches:
         out = {key: value.numpy() for key, value in detect(x).items()}
-        boxes = boxes_to_original(out["boxes"], meta["letterbox"].numpy())
+        boxes = boxes_to_original(out["boxes"], meta["letterbox"].numpy()).numpy()
         for row in np.flatnonzero(meta["valid"].numpy()):
             image_ids.append(int(meta["image_id"][row]))
             predictions.append({"boxes": boxes[row], "scores": out["scores"][row],

@@ -35,7 +35,7 @@ from detseg.models.backbones.registry import build_backbone  # noqa: E402
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn  # noqa: E402
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn  # noqa: E402
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from detseg.pipelines.letterbox import boxes_to_original, masks_to_original  # noqa: E402
+from detseg.models.ops.letterbox import boxes_to_original, masks_to_original  # noqa: E402
 
 MAX_OBJECTS = 16  # the synthetic images hold at most 6 shapes
 
@@ -116,10 +116,10 @@ def predictions(model, split, task: str, args):
         for i in np.flatnonzero(meta["valid"].numpy()):
             transform = meta["letterbox"].numpy()[i]
             count = int(out["num_detections"][i])
-            pred = {"boxes": boxes_to_original(out["boxes"][i, :count], transform),
+            pred = {"boxes": boxes_to_original(out["boxes"][i, :count], transform).numpy(),
                     "scores": out["scores"][i, :count], "classes": out["classes"][i, :count]}
             if "masks" in out:
-                pred["masks"] = masks_to_original((out["masks"][i, :count] >= 0.5).astype(np.uint8), transform)
+                pred["masks"] = masks_to_original(out["masks"][i, :count], transform, args.image_size).numpy()
             ids.append(int(meta["image_id"].numpy()[i]))
             preds.append(pred)
     return ids, preds

@@ -2,7 +2,7 @@
 
 `ServingModule` wraps any `infer(pixels float32 [B, S, S, 3] in 0..255) -> dict` (a Keras
 model, a `tf.Module`, or a `tf.function`) whose outputs live in the `S x S` letterbox
-frame (see `serving.letterbox` for the transform and `serving.task_outputs` for what
+frame (see `models.ops.letterbox` for the transform and `serving.task_outputs` for what
 each task must return and what it serves). It has two signatures:
 
     serving_default(images: tf.string [None])          encoded PNG/JPEG/BMP/GIF (first frame),
@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
-from detseg.serving.letterbox import LetterboxSpec, letterbox_images, letterbox_image, letterbox_transform
+from detseg.models.ops.letterbox import letterbox_image, letterbox_images, letterbox_transform
 from detseg.serving.task_outputs import TASKS, served_outputs
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -59,20 +59,22 @@ class ServingModule(tf.Module):
     Args:
       infer: `pixels float32 [B, S, S, 3] (0..255) -> dict of batched tensors` in the frame.
       task: one of `serving.task_outputs.TASKS` (the `detseg.core.contract` task names).
-      letterbox: the `LetterboxSpec` (or just S) used in training.
+      letterbox: S, the square model size used in training (`models.ops.letterbox`).
       label_names: class index -> name, in index order (`LabelMap.names`).
       trackables: objects holding variables that a plain-function `infer` uses, so the
         SavedModel saves them (not needed when `infer` is a Keras model or `tf.Module`).
     """
 
     def __init__(self, infer: Callable[[tf.Tensor], dict[str, Any]], *, task: str,
-                 letterbox: LetterboxSpec | int, label_names: Sequence[str],
+                 letterbox: int, label_names: Sequence[str],
                  trackables: Sequence[Any] = (), name: str = "detseg_serving"):
         super().__init__(name=name)
         if task not in TASKS:
             raise ServingModuleError(f"task must be one of {TASKS}, got {task!r}")
         self.task = task
-        self.letterbox_spec = letterbox if isinstance(letterbox, LetterboxSpec) else LetterboxSpec(int(letterbox))
+        self.letterbox_size = int(letterbox)
+        if self.letterbox_size < 1:
+            raise ServingModuleError(f"letterbox size must be a positive number of pixels, got {letterbox}")
         self.label_names = _check_label_names(label_names)
         self.infer = infer
         self.trackables = list(trackables)
@@ -95,30 +97,30 @@ class ServingModule(tf.Module):
 
     def _serve(self, pixels: tf.Tensor, transforms: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         raw = self._run_model(pixels)
-        return served_outputs(self.task, raw, transforms, self.letterbox_spec.size,
+        return served_outputs(self.task, raw, transforms, self.letterbox_size,
                               self._label_lookup, len(self.label_names))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)], autograph=False)
     def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """Encoded images `tf.string [B]` -> served outputs (see `serving.task_outputs`)."""
-        size = self.letterbox_spec.size
+        size = self.letterbox_size
 
         def decode_and_frame(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
             image = tf.ensure_shape(image, [None, None, 3])
-            framed, _ = letterbox_image(image, self.letterbox_spec)
+            framed, _ = letterbox_image(image, size)
             return framed, tf.shape(image)[:2]
 
         pixels, sizes = tf.map_fn(
             decode_and_frame, images,
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
-        transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], self.letterbox_spec)
+        transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], size)
         return self._serve(pixels, transforms)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)], autograph=False)
     def serving_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Same-size RGB images `uint8 [B, H, W, 3]` -> served outputs."""
-        framed, transforms = letterbox_images(pixels, self.letterbox_spec)
+        framed, transforms = letterbox_images(pixels, self.letterbox_size)
         return self._serve(framed, transforms)
 
     def signatures(self) -> dict[str, Any]:
@@ -127,7 +129,7 @@ class ServingModule(tf.Module):
                 PIXELS_SIGNATURE: self.serving_pixels.get_concrete_function()}
 
 
-def serving_module_for(model: keras.Model, task: str, image_size: int | LetterboxSpec,
+def serving_module_for(model: keras.Model, task: str, image_size: int,
                        class_names: Sequence[str]) -> ServingModule:
     """The `ServingModule` of a detseg task model trained on `task` at `image_size`.
 

@@ -38,7 +38,7 @@ import tensorflow as tf
 from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC
 from detseg.core.contract import TASKS as CORE_TASKS
 
-from detseg.serving.letterbox import boxes_to_original, dense_to_original
+from detseg.models.ops.letterbox import boxes_to_original, dense_to_original
 
 TASKS = CORE_TASKS  # detection, instance, semantic, classification_localization
 PADDED_CLASS = -1  # class of an unused detection slot

@@ -17,30 +17,30 @@ return, by task (batched, frame pixels):
 - classification_localization: `class_probabilities` `[B, C]`, `box` `[B, 4]`.
 
 Probabilities are resampled bilinearly to the original size before the argmax or the
-0.5 threshold, as the exported graph does (`serving.task_outputs`), so the in-memory,
-SavedModel and served numbers agree. `eval_targets` gives the matching per-image truth
-for the semantic and cls+loc metrics, from the same records the pipeline reads.
+0.5 threshold by the exported graph's own functions (`models.ops.letterbox`), so the
+in-memory, SavedModel and served numbers agree. `eval_targets` gives the matching
+per-image truth for the semantic and cls+loc metrics, from the same records the pipeline
+reads.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterator, Mapping
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
 from detseg.data.coco import CocoDataset
+from detseg.models.ops.letterbox import (boxes_to_original, dense_to_original, masks_to_original,
+                                         transform_from_vector, vector_frame_size)
 from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 from detseg.pipelines.dataset import build_eval_dataset
 from detseg.pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
-from detseg.pipelines.letterbox import LetterboxTransform, boxes_to_original, masks_to_original
 from detseg.pipelines.records import prepare_images
 
 DEFAULT_BATCH_SIZE = 8
 DEFAULT_MAX_OBJECTS = 100  # detections are not capped by this; only ground truth rows are
-MASK_THRESHOLD = 0.5  # resampled mask probability at or above which a pixel is the object
 
 FramePredict = Callable[[tf.Tensor], Mapping[str, tf.Tensor]]
 
@@ -86,23 +86,26 @@ def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
     """Row `row` of a batch of frame outputs -> one image's prediction in original pixels.
 
     `transform` is that image's `float32 [5]` letterbox vector. Returns the prediction
-    contract of `evaluation.task_evaluation` for `task`.
+    contract of `evaluation.task_evaluation` for `task`. The mapping runs the exported
+    graph's own functions (`models.ops.letterbox`, eagerly on this one image), so it
+    gives what the SavedModel serves.
     """
-    letterbox = LetterboxTransform.from_array(transform)
+    letterbox = transform_from_vector(transform)
+    size = int(vector_frame_size(transform))
     if task == SEMANTIC:
-        return {"class_map": _class_map_to_original(outputs, row, letterbox)}
+        return {"class_map": _class_map_to_original(outputs, row, letterbox, size)}
     if task == CLASSIFICATION_LOCALIZATION:
         probabilities = _first_present(outputs, ("class_probabilities",), task)[row]
-        box = boxes_to_original(outputs["box"][row][None, :], letterbox)[0]
+        box = boxes_to_original(outputs["box"][row][None, :], letterbox).numpy()[0]
         return {"class": int(np.argmax(probabilities)), "score": float(np.max(probabilities)), "box": box}
     count = outputs["boxes"].shape[1]
     if "num_detections" in outputs:
         count = min(count, int(outputs["num_detections"][row]))
-    prediction = {"boxes": boxes_to_original(outputs["boxes"][row, :count], letterbox),
+    prediction = {"boxes": boxes_to_original(outputs["boxes"][row, :count], letterbox).numpy(),
                   "scores": outputs["scores"][row, :count].astype(np.float32),
                   "classes": outputs["classes"][row, :count].astype(np.int64)}
     if task == INSTANCE:
-        prediction["masks"] = _masks_to_original(outputs["masks"][row, :count], letterbox)
+        prediction["masks"] = masks_to_original(outputs["masks"][row, :count], letterbox, size).numpy()
     return prediction
 
 
@@ -114,37 +117,18 @@ def _first_present(outputs: Mapping[str, np.ndarray], names: tuple[str, ...], ta
                    f"it returned {sorted(outputs)}")
 
 
-def _resized_inside(dense: np.ndarray, letterbox: LetterboxTransform) -> np.ndarray:
-    """`[S, S, C]` frame map -> `float32 [H, W, C]`: the image's part, resized bilinearly."""
-    t = letterbox
-    inside = dense[t.pad_y:t.pad_y + t.resized_height, t.pad_x:t.pad_x + t.resized_width]
-    out = np.empty((t.height, t.width, dense.shape[-1]), np.float32)
-    # cv2 resizes at most 512 channels at a time.
-    for start in range(0, dense.shape[-1], 512):
-        chunk = np.ascontiguousarray(inside[..., start:start + 512], np.float32)
-        resized = cv2.resize(chunk, (t.width, t.height), interpolation=cv2.INTER_LINEAR)
-        out[..., start:start + 512] = resized.reshape(t.height, t.width, -1)
-    return out
-
-
-def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, letterbox: LetterboxTransform):
+def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, letterbox: Mapping[str, tf.Tensor],
+                           size: int) -> np.ndarray:
+    """`int32 [H, W]`: probabilities resampled bilinearly then argmax, else class ids (nearest)."""
+    height, width = tf.cast(letterbox["height"], tf.int32), tf.cast(letterbox["width"], tf.int32)
     if "probabilities" in outputs:
-        return np.argmax(_resized_inside(outputs["probabilities"][row], letterbox), axis=-1).astype(np.int32)
+        scores = dense_to_original(outputs["probabilities"][row], letterbox, size, height, width, "bilinear")
+        return tf.argmax(scores, axis=-1, output_type=tf.int32).numpy()
     if "class_map" not in outputs:
         raise KeyError(f"a semantic model's predict_step must return 'probabilities' or 'class_map'; "
                        f"it returned {sorted(outputs)}")
-    class_map = outputs["class_map"][row].astype(np.uint8)  # < 255 classes; cv2 resizes uint8
-    return masks_to_original(class_map[None], letterbox)[0].astype(np.int32)
-
-
-def _masks_to_original(masks: np.ndarray, letterbox: LetterboxTransform) -> np.ndarray:
-    """`[K, S, S]` frame masks -> `uint8 [K, H, W]` 0/1 masks of the original image."""
-    if len(masks) == 0:
-        return np.zeros((0, letterbox.height, letterbox.width), np.uint8)
-    if np.issubdtype(masks.dtype, np.floating):
-        probabilities = _resized_inside(np.moveaxis(masks, 0, -1), letterbox)
-        return np.moveaxis(probabilities >= MASK_THRESHOLD, -1, 0).astype(np.uint8)
-    return masks_to_original((masks != 0).astype(np.uint8), letterbox)
+    class_map = tf.cast(outputs["class_map"][row], tf.int32)[..., tf.newaxis]
+    return dense_to_original(class_map, letterbox, size, height, width, "nearest").numpy()[..., 0]
 
 
 # ---------------------------------------------------------------------------- ground truth

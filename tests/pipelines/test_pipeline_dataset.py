@@ -6,8 +6,9 @@ import tensorflow as tf
 
 from drawn_datasets import CLASS_INDEX, DISC, SQUARE, DrawnImage, DrawnObject, random_drawn_images
 from detseg.data.coco import load_coco
-from detseg.pipelines import (PAD_BOX_VALUE, PAD_CLASS, PAD_IMAGE_ID, SEMANTIC_IGNORE, AugmentConfig, boxes_to_original,
-                              build_dataset, build_eval_dataset)
+from detseg.models.ops.letterbox import boxes_to_original
+from detseg.pipelines import (PAD_BOX_VALUE, PAD_CLASS, PAD_IMAGE_ID, SEMANTIC_IGNORE, AugmentConfig, build_dataset,
+                              build_eval_dataset)
 from detseg.pipelines.augment import tight_boxes
 from detseg.pipelines.letterbox import PAD_PIXEL_VALUE, letterbox_params
 
@@ -166,7 +167,7 @@ def test_eval_dataset_pads_the_last_batch_and_maps_back(drawn_dataset):
     np.testing.assert_array_equal(meta["valid"], [True] * 5 + [False] * 3)
     np.testing.assert_array_equal(meta["original_size"][:5], [[48, 80]] * 5)
     boxes = np.concatenate([b[1]["boxes"] for b in batches])
-    restored = boxes_to_original(boxes, meta["letterbox"])
+    restored = boxes_to_original(boxes, meta["letterbox"]).numpy()
     for k, record in enumerate(dataset.images):
         np.testing.assert_allclose(restored[k, :len(record.annotations)], record.boxes_xyxy(), atol=1e-3)
     assert np.all(restored[5:] == PAD_BOX_VALUE)

@@ -6,10 +6,11 @@ needed), wrapped by the users' export path (`serving.serving_module.serving_modu
 `detseg.workflows.export.export_run` uses),
 written by `serving.export.export_saved_model`, and reloaded with `tf.saved_model.load`.
 Both signatures (`serving_default`: encoded PNGs; `serving_pixels`: uint8 pixels) must
-then give, on the same images, what the in-memory model gives through the project's
-other implementation of the letterbox and its inverse (`pipelines.letterbox` in numpy/OpenCV,
-`training.predictions.frame_to_original`, the path `detseg evaluate` takes on a run
-directory):
+then give, on the same images, what the in-memory model gives through the pipeline's
+letterbox (`pipelines.letterbox`, the numpy/OpenCV twin of `models.ops.letterbox`) and
+`training.predictions.frame_to_original` (the path `detseg evaluate` takes on a run
+directory; it maps back with the graph's own `models.ops.letterbox` functions, so dense
+outputs differ only where the model's own outputs differ by float rounding):
 
 - detection (yolo, ssd, faster_rcnn, mask_rcnn): the same number of detections (> 0),
   each matched to one of the model's with the same class, box within 1e-3 px, score

@@ -1,4 +1,8 @@
-"""The in-graph letterbox and its inverse: hand-computed cases and agreement with pipelines/."""
+"""The served graph's letterbox and its inverse, by hand, through `ServingModule`.
+
+The transform itself (golden values, its vector form, dense and mask inverses) is tested
+in `tests/models/test_letterbox.py`; here both signatures must apply it end to end.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +11,11 @@ import pytest
 import tensorflow as tf
 from serving_test_models import encode_image, random_pixels
 
-from detseg.pipelines.letterbox import PAD_PIXEL_VALUE, boxes_to_original as pipeline_boxes_to_original
-from detseg.pipelines.letterbox import letterbox_params
-from detseg.serving.letterbox import LetterboxSpec, letterbox_image, letterbox_transform
+from detseg.models.ops.letterbox import boxes_to_original, letterbox_transform
 from detseg.serving.serving_module import ServingModule, ServingModuleError
 from detseg.serving.task_outputs import PADDED_PIXEL, RawOutputError
 
 S = 64
-
-
-@pytest.mark.parametrize("height,width", [(32, 48), (48, 32), (64, 64), (1, 200), (199, 3), (97, 131), (480, 640)])
-def test_transform_matches_the_training_pipeline(height, width):
-    ours = {k: float(v) for k, v in letterbox_transform(height, width, LetterboxSpec(S)).items()}
-    theirs = letterbox_params(height, width, S)
-    assert ours["scale"] == pytest.approx(theirs.scale)
-    assert (ours["pad_x"], ours["pad_y"]) == (theirs.pad_x, theirs.pad_y)
-    assert (ours["resized_h"], ours["resized_w"]) == (theirs.resized_height, theirs.resized_width)
-    assert LetterboxSpec(S).pad_value == PAD_PIXEL_VALUE
-
-
-def test_letterboxed_image_is_centred_on_grey():
-    image = np.full((32, 48, 3), 200, np.uint8)  # scale 4/3 -> 43 x 64, pad_y = 10
-    framed, _ = letterbox_image(tf.constant(image), LetterboxSpec(S))
-    framed = framed.numpy()
-    assert framed.shape == (S, S, 3)
-    np.testing.assert_allclose(framed[10:53], 200.0)
-    np.testing.assert_allclose(framed[:10], PAD_PIXEL_VALUE)
-    np.testing.assert_allclose(framed[53:], PAD_PIXEL_VALUE)
 
 
 def _constant_detector(pixels):
@@ -56,8 +38,8 @@ def test_boxes_map_back_to_original_pixels_by_hand():
     pixels = tf.constant(np.stack([random_pixels(32, 48, 2)] * 3))
     np.testing.assert_allclose(module.serving_pixels(pixels)["boxes"].numpy(), np.stack([expected[0]] * 3), atol=1e-4)
     ours = module.serving_pixels(pixels)["boxes"].numpy()[0]
-    theirs = pipeline_boxes_to_original(np.array([[16, 8, 48, 40], [0, 0, 64, 64]], np.float32),
-                                        letterbox_params(32, 48, S))
+    theirs = boxes_to_original(np.array([[16, 8, 48, 40], [0, 0, 64, 64]], np.float32),
+                               letterbox_transform(32, 48, S)).numpy()
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
@@ -121,8 +103,8 @@ def test_bad_module_arguments_are_named():
         ServingModule(_constant_detector, task="detection", letterbox=S, label_names=[])
     with pytest.raises(ServingModuleError, match="line breaks"):
         ServingModule(_constant_detector, task="detection", letterbox=S, label_names=["a\nb"])
-    with pytest.raises(ValueError, match="placement"):
-        LetterboxSpec(S, placement="bottom")
+    with pytest.raises(ServingModuleError, match="letterbox size"):
+        ServingModule(_constant_detector, task="detection", letterbox=0, label_names=["a"])
     module = ServingModule(lambda p: {"boxes": p}, task="detection", letterbox=S, label_names=["a"])
     with pytest.raises(RawOutputError, match="scores"):
         module.serving_pixels(tf.zeros([1, 8, 8, 3], tf.uint8))
