@@ -42,3 +42,16 @@ def test_main_returns_exit_code_of_the_command(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "0"]) == 2
     assert "num_images" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_train_takes_a_config_file_or_a_packaged_config_name(capsys):
+    from detseg.cli import build_parser
+
+    args = build_parser().parse_args(["train", "yolo_synthetic", "stage2.epochs=1"])
+    assert args.config == "yolo_synthetic" and args.overrides == ["stage2.epochs=1"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--help"])
+    assert "packaged config name" in " ".join(capsys.readouterr().out.split())  # help text is wrapped
+    assert main(["train", "no_such_config", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "no_such_config: no such config file" in error and "smoke/yolo" in error

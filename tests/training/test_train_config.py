@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 
 from detseg.pipelines.augment import AugmentConfig
 from detseg.training.clsloc_family import ClsLocHeadConfig
-from detseg.training.config import (ConfigError, TrainConfig, config_fingerprint, config_to_yaml,
-                                    load_config, with_strategy)
+from detseg.training.config import (HEAD_SCHEMAS, ConfigError, TrainConfig, config_fingerprint, config_to_yaml,
+                                    load_config, packaged_config_names, with_strategy)
+from detseg.training.config_schema import parse_config
+from detseg.training.families import FAMILIES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED_CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
@@ -85,8 +89,6 @@ def test_wrong_types_are_named(override, key):
 
 
 def test_unknown_family_lists_the_known_ones():
-    from detseg.training.families import FAMILIES
-
     with pytest.raises(ConfigError) as error:
         load_config(SMOKE, ["model.family=yolo9000"])
     assert f"'model.family' must be one of {sorted(FAMILIES)}, got 'yolo9000'" in str(error.value)
@@ -115,3 +117,28 @@ def test_fingerprint_follows_what_is_computed_not_how_it_is_distributed():
     assert config_fingerprint(replace(config, seed=1)) != config_fingerprint(config)
     with pytest.raises(ConfigError, match="strategy"):
         with_strategy(config, "horovod")
+
+
+def test_packaged_config_by_name_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the name is found in the package
+    config = load_config("smoke/clsloc", [f"runs_dir={tmp_path}"])
+    assert config == load_config(SMOKE, [f"runs_dir={tmp_path}"])
+    assert load_config("yolo_synthetic").name == "yolo_synthetic"
+    assert {"smoke/clsloc", "smoke/yolo", "yolo_synthetic"} <= set(packaged_config_names())
+    with pytest.raises(ConfigError, match=r"no_such_config: no such config file.*smoke/yolo"):
+        load_config("no_such_config")
+
+
+def test_schema_takes_the_head_schemas_it_is_given():
+    raw = yaml.safe_load(SMOKE.read_text())
+    config = parse_config(raw, {"clsloc": ClsLocHeadConfig})
+    assert config == load_config(SMOKE) and config.model.head == ClsLocHeadConfig(**raw["model"]["head"])
+    with pytest.raises(ConfigError, match=r"must be one of \['clsloc'\], got 'yolo'"):
+        parse_config({**raw, "model": {**raw["model"], "family": "yolo"}}, {"clsloc": ClsLocHeadConfig})
+
+
+def test_the_registry_gives_the_head_schemas_and_the_schema_module_imports_no_family():
+    assert HEAD_SCHEMAS == {name: family.head_config for name, family in FAMILIES.items()}
+    source = (REPO / "training" / "config_schema.py").read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    assert not any(name and "famil" in name for name in imported), imported
