@@ -15,9 +15,9 @@ twice, line for line. Why here and not in `models/ops/`: `ops` holds tensor func
 (box coding, NMS, matching) with no model state; this is a Keras model.
 
 A subclass gives:
-- `config_class`: its head-config dataclass (the network, loss, assigner and NMS read it);
-  `class_names`, `score_threshold`, `iou_threshold`, `max_detections` and one
-  `<name>_loss_weight` per entry of `loss_names` are fields of it.
+- `config_class`: its head-config dataclass, a `DenseHeadConfig` (NMS options, class names)
+  with one `<name>_loss_weight` per entry of `loss_names` (the network, loss, assigner and
+  NMS read it).
 - `loss_names`: the losses it logs (`<name>_loss` metrics) and weights.
 - `resolve_image_size(backbone, image_size)`, when it constrains the frame (SSD: square).
 - `check_network()`: the network's prior count against the frame's.
@@ -39,6 +39,21 @@ from detseg.models.task_model import TaskModel
 
 class DenseDetectorError(ValueError):
     """The backbone, network, image size and config of a dense detector do not fit."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseHeadConfig:
+    """What every dense detector's head config has: post-processing and class names.
+
+    `score_threshold`, `iou_threshold`, `max_detections`: class-aware NMS
+    (`ops.nms.NmsConfig`). `class_names`: index -> name (empty: "class_<i>").
+    Subclasses (`YoloHeadConfig`, `SsdHeadConfig`) add architecture, targets and loss weights.
+    """
+
+    score_threshold: float = 0.01
+    iou_threshold: float = 0.6
+    max_detections: int = 100
+    class_names: tuple[str, ...] = ()
 
 
 def config_from(config_class, value):

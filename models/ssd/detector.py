@@ -32,21 +32,9 @@ from detseg.models.ssd.head import SSD_BACKGROUND, SsdConfigError, SsdHeadConfig
 from detseg.models.ssd.loss import ssd_losses, ssd_targets
 
 
-def ssd_config_from(value) -> SsdHeadConfig:
-    """An `SsdHeadConfig` from itself, a dict (e.g. `get_config` output) or None (defaults)."""
-    return config_from(SsdHeadConfig, value)
-
-
 @keras.saving.register_keras_serializable(package="detseg")
 class SsdDetector(DenseDetector):
-    """The SSD task model (module docstring); the plumbing is `models.dense_detector`'s.
-
-    Args:
-        backbone: a `models.backbones.build_backbone` model, or None (features in).
-        network: `models.ssd_head.build_ssd_network(...)` for the backbone's features.
-        config: `SsdHeadConfig` (or its dict) the network was built with.
-        image_size: `(S, S)`; taken from the backbone when there is one.
-    """
+    """The SSD task model (module docstring); arguments as `DenseDetector`'s (square frames only)."""
 
     config_class = SsdHeadConfig
     loss_names = ("box", "class")
@@ -91,5 +79,5 @@ class SsdDetector(DenseDetector):
 
 def build_ssd_detector(backbone: keras.Model, num_classes: int, config=None) -> SsdDetector:
     """An `SsdDetector` with a fresh network sized for `backbone`'s P3..P5 features."""
-    config = ssd_config_from(config)
+    config = config_from(SsdHeadConfig, config)
     return SsdDetector(backbone, build_ssd_network(feature_shapes(backbone), num_classes, config), config)

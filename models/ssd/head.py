@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import keras
 
 from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
+from detseg.models.dense_detector import DenseHeadConfig
 from detseg.models.ops.anchors import AnchorGenerator, linear_anchor_sizes
 from detseg.models.ops.box_coding import SSD_VARIANCES
 
@@ -40,7 +41,7 @@ class SsdConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class SsdHeadConfig:
+class SsdHeadConfig(DenseHeadConfig):
     """Architecture, default boxes, matching, loss and post-processing of an SSD detector.
 
     Levels: `extra_levels` beyond P5 (`extra_width` channels), `head_width` (0: predict
@@ -67,10 +68,6 @@ class SsdHeadConfig:
     min_negatives: int = 4
     box_loss_weight: float = 1.0
     class_loss_weight: float = 1.0
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.6
-    max_detections: int = 100
-    class_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.extra_levels < 0 or self.extra_width < 1 or self.head_width < 0:

@@ -40,21 +40,11 @@ from detseg.models.yolo.head import YOLO_STRIDES, YoloConfigError, YoloHeadConfi
 from detseg.models.yolo.loss import decode_yolo_boxes, yolo_losses
 
 
-def head_config_from(value) -> YoloHeadConfig:
-    """A `YoloHeadConfig` from itself, a dict (e.g. `get_config` output) or None (defaults)."""
-    return config_from(YoloHeadConfig, value)
-
-
 @keras.saving.register_keras_serializable(package="detseg")
 class YoloDetector(DenseDetector):
-    """The YOLO task model (module docstring); the plumbing is `models.dense_detector`'s.
+    """The YOLO task model (module docstring); arguments as `DenseDetector`'s.
 
-    Args:
-        backbone: a `models.backbones.build_backbone` model, or None (features in).
-        network: `models.yolo_head.build_yolo_network(...)` for the backbone's features.
-        config: `YoloHeadConfig` (or its dict) the network was built with; the loss, the
-            assigner and NMS read it too.
-        image_size: `(H, W)`; taken from the backbone when there is one.
+    The loss, the task-aligned assigner and NMS read `config` too.
     """
 
     config_class = YoloHeadConfig
@@ -101,5 +91,5 @@ def build_yolo_detector(backbone: keras.Model, num_classes: int, config=None) ->
     """A `YoloDetector` with a fresh network sized for `backbone`'s P3..P5 features."""
     from detseg.models.yolo.head import build_yolo_network
 
-    config = head_config_from(config)
+    config = config_from(YoloHeadConfig, config)
     return YoloDetector(backbone, build_yolo_network(feature_shapes(backbone), num_classes, config), config)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import keras
 
 from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
+from detseg.models.dense_detector import DenseHeadConfig
 from detseg.models.necks.pan_fpn import build_pan_fpn, conv_bn_silu
 
 YOLO_STRIDES = tuple(FEATURE_STRIDES[level] for level in FEATURE_LEVELS)  # (8, 16, 32)
@@ -40,7 +41,7 @@ class YoloConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class YoloHeadConfig:
+class YoloHeadConfig(DenseHeadConfig):
     """Architecture, assignment, loss and post-processing options of a YOLO detector.
 
     Architecture: `neck_widths` (P3, P4, P5 channels after the neck), `neck_depth`
@@ -64,10 +65,6 @@ class YoloHeadConfig:
     box_loss_weight: float = 7.5
     class_loss_weight: float = 0.5
     dfl_loss_weight: float = 1.5
-    score_threshold: float = 0.01
-    iou_threshold: float = 0.6
-    max_detections: int = 100
-    class_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         if len(self.neck_widths) != 3 or min(self.neck_widths) < 1 or self.neck_depth < 0:
