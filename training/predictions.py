@@ -13,7 +13,7 @@ return, by task (batched, frame pixels):
 - detection: `boxes` `[B, K, 4]` xyxy, `scores` `[B, K]`, `classes` `[B, K]` (`PAD_CLASS`
   on padding), optional `num_detections` `[B]`; instance also `masks` `[B, K, S, S]`
   (probabilities or 0/1).
-- semantic: `probabilities` `[B, S, S, C + 1]` and/or `class_map` `[B, S, S]` (0 background).
+- semantic: `logits` and/or `probabilities` `[B, S, S, C + 1]` and/or `class_map` `[B, S, S]` (0 background).
 - classification_localization: `class_probabilities` `[B, C]`, `box` `[B, 4]`.
 
 Probabilities are resampled bilinearly to the original size before the argmax or the
@@ -87,25 +87,24 @@ def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
 
     `transform` is that image's `float32 [5]` letterbox vector. Returns the prediction
     contract of `evaluation.task_evaluation` for `task`. The mapping runs the exported
-    graph's own functions (`models.ops.letterbox`, eagerly on this one image), so it
-    gives what the SavedModel serves.
+    graph's own functions (`models.ops.letterbox`, on this one image), so it gives what
+    the SavedModel serves.
     """
-    letterbox = transform_from_vector(transform)
-    size = int(vector_frame_size(transform))
+    vector = tf.constant(transform, tf.float32)
     if task == SEMANTIC:
-        return {"class_map": _class_map_to_original(outputs, row, letterbox, size)}
+        return {"class_map": _class_map_to_original(outputs, row, vector)}
     if task == CLASSIFICATION_LOCALIZATION:
         probabilities = _first_present(outputs, ("class_probabilities",), task)[row]
-        box = boxes_to_original(outputs["box"][row][None, :], letterbox).numpy()[0]
+        box = _boxes_back(outputs["box"][row][None, :], vector).numpy()[0]
         return {"class": int(np.argmax(probabilities)), "score": float(np.max(probabilities)), "box": box}
     count = outputs["boxes"].shape[1]
     if "num_detections" in outputs:
         count = min(count, int(outputs["num_detections"][row]))
-    prediction = {"boxes": boxes_to_original(outputs["boxes"][row, :count], letterbox).numpy(),
+    prediction = {"boxes": _boxes_back(outputs["boxes"][row, :count], vector).numpy(),
                   "scores": outputs["scores"][row, :count].astype(np.float32),
                   "classes": outputs["classes"][row, :count].astype(np.int64)}
     if task == INSTANCE:
-        prediction["masks"] = masks_to_original(outputs["masks"][row, :count], letterbox, size).numpy()
+        prediction["masks"] = _masks_back(outputs["masks"][row, :count], vector).numpy()
     return prediction
 
 
@@ -117,18 +116,47 @@ def _first_present(outputs: Mapping[str, np.ndarray], names: tuple[str, ...], ta
                    f"it returned {sorted(outputs)}")
 
 
-def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, letterbox: Mapping[str, tf.Tensor],
-                           size: int) -> np.ndarray:
-    """`int32 [H, W]`: probabilities resampled bilinearly then argmax, else class ids (nearest)."""
-    height, width = tf.cast(letterbox["height"], tf.int32), tf.cast(letterbox["width"], tf.int32)
-    if "probabilities" in outputs:
-        scores = dense_to_original(outputs["probabilities"][row], letterbox, size, height, width, "bilinear")
-        return tf.argmax(scores, axis=-1, output_type=tf.int32).numpy()
+def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, vector: tf.Tensor) -> np.ndarray:
+    """`int32 [H, W]`: logits (else probabilities) resampled bilinearly then argmax, else class ids
+    (nearest). Logits first, as the export does (`serving.task_outputs`): a float32 softmax of
+    near-equal logits ties where the logits do not."""
+    for scores in ("logits", "probabilities"):
+        if scores in outputs:
+            return _class_map_back(outputs[scores][row], vector).numpy()
     if "class_map" not in outputs:
-        raise KeyError(f"a semantic model's predict_step must return 'probabilities' or 'class_map'; "
-                       f"it returned {sorted(outputs)}")
-    class_map = tf.cast(outputs["class_map"][row], tf.int32)[..., tf.newaxis]
-    return dense_to_original(class_map, letterbox, size, height, width, "nearest").numpy()[..., 0]
+        raise KeyError(f"a semantic model's predict_step must return 'logits', 'probabilities' or "
+                       f"'class_map'; it returned {sorted(outputs)}")
+    return _class_ids_back(outputs["class_map"][row], vector).numpy()
+
+
+# One image at a time, as graphs (eager op dispatch would cost ~20 ms per image); shapes
+# vary per image, so each traces at most a few times (`reduce_retracing`).
+
+
+@tf.function(reduce_retracing=True)
+def _boxes_back(boxes: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+    return boxes_to_original(boxes, vector)
+
+
+@tf.function(reduce_retracing=True)
+def _masks_back(masks: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+    return masks_to_original(masks, vector, vector_frame_size(vector))
+
+
+def _dense_back(dense: tf.Tensor, vector: tf.Tensor, method: str) -> tf.Tensor:
+    transform = transform_from_vector(vector)
+    height, width = tf.cast(transform["height"], tf.int32), tf.cast(transform["width"], tf.int32)
+    return dense_to_original(dense, transform, vector_frame_size(vector), height, width, method)
+
+
+@tf.function(reduce_retracing=True)
+def _class_map_back(probabilities: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+    return tf.argmax(_dense_back(probabilities, vector, "bilinear"), axis=-1, output_type=tf.int32)
+
+
+@tf.function(reduce_retracing=True)
+def _class_ids_back(class_map: tf.Tensor, vector: tf.Tensor) -> tf.Tensor:
+    return _dense_back(tf.cast(class_map, tf.int32)[..., tf.newaxis], vector, "nearest")[..., 0]
 
 
 # ---------------------------------------------------------------------------- ground truth

@@ -217,18 +217,19 @@ def _sample_positions(count: tf.Tensor, scale: tf.Tensor, pad: tf.Tensor, frame_
     return (centres * scale + pad) * frame_to_map
 
 
-def dense_to_original(dense: tf.Tensor, transform: Mapping[str, tf.Tensor], frame_size: int,
+def dense_to_original(dense: tf.Tensor, transform: Mapping[str, tf.Tensor], frame_size: Any,
                       out_height: tf.Tensor, out_width: tf.Tensor, method: str) -> tf.Tensor:
     """One dense map covering the frame `[Hm, Wm, C]` -> `[out_height, out_width, C]`.
 
     `transform` holds scalars for this image; `out_height x out_width` is normally the
-    original size and `frame_size` is S. Original pixel `(r, c)` reads the map at
+    original size and `frame_size` is S (an int or a scalar tensor). Original pixel `(r, c)` reads the map at
     `((r + 1/2) * scale + pad_y) * Hm / S`, `((c + 1/2) * scale + pad_x) * Wm / S`.
     `method` "bilinear" (scores, logits, mask probabilities; float32 out) or "nearest"
     (class ids: the map cell containing that point; dtype kept). Bilinear samples clamp
     to the image's part of the map (see the module doc); nearest samples of original
     pixel centres fall inside it.
     """
+    frame_size = tf.cast(frame_size, tf.float32)
     map_h = tf.shape(dense)[0]
     map_w = tf.shape(dense)[1]
     ys = _sample_positions(out_height, transform["scale"], transform["pad_y"],
@@ -248,7 +249,7 @@ def dense_to_original(dense: tf.Tensor, transform: Mapping[str, tf.Tensor], fram
     return _interpolate_axis(dense, cols, map_w, axis=1)
 
 
-def masks_to_original(masks: tf.Tensor, transform: Mapping[str, tf.Tensor] | Any, frame_size: int,
+def masks_to_original(masks: tf.Tensor, transform: Mapping[str, tf.Tensor] | Any, frame_size: Any,
                       threshold: float = MASK_THRESHOLD) -> tf.Tensor:
     """One image's instance masks `[K, Hm, Wm]` (probabilities or 0/1) -> `uint8 [K, H, W]` 0/1.
 
@@ -265,7 +266,7 @@ def masks_to_original(masks: tf.Tensor, transform: Mapping[str, tf.Tensor] | Any
 
 
 def _index_positions_inside_image(positions: tf.Tensor, pad: tf.Tensor, resized: tf.Tensor,
-                                  map_length: tf.Tensor, frame_size: int) -> tf.Tensor:
+                                  map_length: tf.Tensor, frame_size: tf.Tensor) -> tf.Tensor:
     """Continuous map coordinates -> index-space positions (`- 0.5`), clamped to the image's part.
 
     The limits are the centres of the image's first and last frame pixels in map index
