@@ -310,6 +310,9 @@ def transitive_room_violations(modules: dict[str, Path], found: list[Import]) ->
         if imp.target not in cache:
             cache[imp.target] = executed_by_import(imp.target, modules, graph)
         own = set(_ancestors(imp.source))  # already initialized when `imp` runs
+        # The target's parent packages must run (Python initializes them first); only what
+        # their `__init__` imports in turn counts against the importing room.
+        own |= set(_ancestors(imp.target))
         outside = sorted(module for module in cache[imp.target] if module not in own
                          and not any(_within(module, allowed) for allowed in ALLOWED[room]))
         if outside:
