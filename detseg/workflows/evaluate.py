@@ -23,21 +23,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
-from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC
+from detseg.core.contract import INSTANCE, SEMANTIC
 from detseg.data.coco import CocoDataset, load_coco
-from detseg.data.errors import DatasetError
 from detseg.evaluation.coco_eval import load_ground_truth
 from detseg.evaluation.coco_results import write_coco_results
 from detseg.evaluation.detection_report import build_detection_report
 from detseg.evaluation.example_images import render_examples
 from detseg.evaluation.report import write_report
 from detseg.evaluation.task_evaluation import evaluate_task_predictions
-from detseg.serving.image_predictions import (SavedModelImages, ServedModelImages, image_predictions,
-                                              saved_model_version_dir, task_of_outputs)
-from detseg.training.predictions import eval_targets, model_predictions
-from detseg.training.run_model import RUN_FILES, load_run_model
 
 RESULTS_FILENAME = "coco_results.json"
 DEFAULT_BATCH_SIZE = 8
@@ -49,17 +44,7 @@ Log = Callable[[str], None]
 
 
 class EvaluateArgumentsError(ValueError):
-    """No source of predictions, two sources, or a path that is no model."""
-
-
-@dataclass
-class ModelSource:
-    """Where a model's predictions come from: its task, the per-image predictions, the truths."""
-
-    task: str
-    predictions: Iterable
-    truths: Mapping | None
-    description: str
+    """No source of predictions, two sources, or a bad batch size."""
 
 
 @dataclass
@@ -109,6 +94,10 @@ def evaluate_model(model: str | os.PathLike | None, annotations: str | os.PathLi
                                      "or a server address with a model name")
     if batch_size < 1:
         raise EvaluateArgumentsError(f"batch size must be positive, got {batch_size}")
+    # TensorFlow loads here, when a model is evaluated: a results file is scored without it
+    # (fast, and its errors stay one line on stderr).
+    from detseg.workflows.model_sources import open_model_source
+
     gt = load_ground_truth(load_coco(annotations, images))
     source = open_model_source(model, gt.dataset, server=server, model_name=model_name, version=version,
                                batch_size=batch_size, annotations=annotations)
@@ -123,51 +112,6 @@ def evaluate_model(model: str | os.PathLike | None, annotations: str | os.PathLi
     pictures = _examples(annotations, images, results, out, examples, confusion_score, with_masks, log)
     files = {**write_report(out, report, pictures), "results": written}
     return Evaluation(report, files, source.task, len(results), source.description, pictures)
-
-
-def open_model_source(model: str | os.PathLike | None, dataset: CocoDataset, *, server: str | None = None,
-                      model_name: str | None = None, version: int | None = None,
-                      batch_size: int = DEFAULT_BATCH_SIZE,
-                      annotations: str | os.PathLike | None = None) -> ModelSource:
-    """A run directory, a SavedModel or a served model, ready to predict on `dataset`'s images."""
-    if server is not None:
-        return exported_source(ServedModelImages(server, model_name, version), dataset, batch_size)
-    path = Path(model)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
-    if (path / "config.yaml").is_file() or (path / "model.keras").is_file():
-        return run_directory_source(path, dataset, batch_size, annotations)
-    try:
-        saved_model_version_dir(path)
-    except ValueError:
-        raise EvaluateArgumentsError(
-            f"{path}: neither a run directory ({', '.join(RUN_FILES)}) nor a SavedModel "
-            f"(saved_model.pb, or numbered version folders holding one)") from None
-    return exported_source(SavedModelImages(path), dataset, batch_size)
-
-
-def run_directory_source(path: Path, dataset: CocoDataset, batch_size: int = DEFAULT_BATCH_SIZE,
-                         annotations: str | os.PathLike | None = None) -> ModelSource:
-    """A run directory's final model, in memory through the eval pipeline."""
-    run = load_run_model(path)
-    if (run.label_map.coco_ids, run.label_map.names) != (dataset.label_map.coco_ids, dataset.label_map.names):
-        raise DatasetError(f"{path / 'label_map.json'}: the model's classes {list(run.label_map.names)} "
-                           f"(COCO ids {list(run.label_map.coco_ids)}) are not those of "
-                           f"{annotations or 'the dataset'} {list(dataset.label_map.names)} "
-                           f"(ids {list(dataset.label_map.coco_ids)})")
-    predictions = model_predictions(run.model, dataset, run.task, run.image_size, batch_size)
-    return ModelSource(run.task, predictions, eval_targets(dataset, run.task), f"run directory {path}")
-
-
-def exported_source(predict: SavedModelImages | ServedModelImages, dataset: CocoDataset,
-                    batch_size: int = DEFAULT_BATCH_SIZE) -> ModelSource:
-    """An exported model's `serving_default` on the dataset's encoded image files."""
-    task = task_of_outputs(predict.output_names)
-    truths = eval_targets(dataset, task)
-    # cls+loc scores images with an object only, as its pipeline does (truths lists them).
-    images = [(image.id, dataset.image_path(image)) for image in dataset.images
-              if task != CLASSIFICATION_LOCALIZATION or image.id in truths]
-    return ModelSource(task, image_predictions(predict, images, batch_size), truths, predict.description)
 
 
 def _examples(annotations, images, results, out, count: int, score_threshold: float, with_masks: bool,
