@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Defined once in the core; re-exported for callers that have not moved to it yet.
-from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, PAD_BOX_VALUE,  # noqa: F401
-                                  PAD_CLASS, SEMANTIC, SEMANTIC_BACKGROUND, SEMANTIC_IGNORE, TASKS,
-                                  TRANSFORM_SIZE, check_task)
+# The names and codes are defined once, in the core; this module adds the specs.
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 
 
 def semantic_value(class_index: int) -> int:

@@ -69,7 +69,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     Args:
       dataset: the validation split (`CocoDataset`), images on disk.
-      task: the family's pipeline task (`pipelines.batch_contract.TASKS`).
+      task: the family's pipeline task (`detseg.core.contract.TASKS`).
       image_size: the model's square input size S.
       every: evaluate after epochs `every`, `2 * every`, ... (1-based) and after the last.
       batch_size: eval batch size (the pipeline pads the last batch; no retracing).

@@ -10,7 +10,7 @@ from typing import Any, Callable
 class ModelFamily:
     """A model family, as the two-stage trainer sees it.
 
-    - `task`: the pipeline task (`pipelines.batch_contract.TASKS`) giving its `(x, y)` batches.
+    - `task`: the pipeline task (`detseg.core.contract.TASKS`) giving its `(x, y)` batches.
     - `head_config`: frozen dataclass of its `model.head` options.
     - `bottleneck_levels`: backbone outputs the head reads (`"P3"`..`"P5"`); stage 1 caches them.
     - `build_head(feature_shapes, num_classes, head_config)`: a Keras model from the

@@ -34,7 +34,7 @@ import tensorflow as tf
 from detseg.data.coco import CocoDataset
 from detseg.models.ops.letterbox import (boxes_to_original, dense_to_original, masks_to_original,
                                          transform_from_vector, vector_frame_size)
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
 from detseg.pipelines.dataset import build_eval_dataset
 from detseg.pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
 from detseg.pipelines.records import prepare_images

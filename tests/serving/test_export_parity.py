@@ -37,7 +37,7 @@ import tensorflow as tf
 from PIL import Image
 
 from detseg.models.backbones.registry import feature_shape
-from detseg.pipelines.batch_contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
 from detseg.pipelines.letterbox import letterbox_image, letterbox_params
 from detseg.serving.export import export_saved_model
 from detseg.serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, serving_module_for
