@@ -24,12 +24,11 @@ from pycocotools import mask as coco_mask
 from tqdm import tqdm
 
 from detseg.core.atomic_files import write_json_atomic
-from detseg.core.contract import PAD_CLASS
+from detseg.core.contract import MASK_THRESHOLD, PAD_CLASS
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask, read_json
 from detseg.data.errors import DatasetError
 
 IOU_TYPES = ("bbox", "segm")
-MASK_THRESHOLD = 0.5  # float masks (probabilities) are foreground at or above this
 MAX_IDS_IN_MESSAGE = 10
 
 Results = list[dict[str, Any]]

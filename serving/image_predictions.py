@@ -133,10 +133,10 @@ def image_predictions(predict: EncodedPredict, images: Iterable[tuple[int, Path]
     for image_id, path in images:
         pending.append((int(image_id), Path(path), _read(Path(path))))
         if len(pending) == batch_size:
-            yield from _predict_chunk(predict, pending)
+            yield from predict_encoded(predict, pending)
             pending = []
     if pending:
-        yield from _predict_chunk(predict, pending)
+        yield from predict_encoded(predict, pending)
 
 
 def _read(path: Path) -> bytes:
@@ -146,7 +146,9 @@ def _read(path: Path) -> bytes:
         raise ImagePredictionError(f"{path}: cannot read the image ({error.strerror or error})") from None
 
 
-def _predict_chunk(predict: EncodedPredict, chunk: list[tuple[int, Path, bytes]]):
+def predict_encoded(predict: EncodedPredict,
+                    chunk: list[tuple[int, Path, bytes]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """`(image_id, prediction)` for each `(image_id, path, encoded bytes)` of one call's chunk."""
     try:
         outputs = predict([data for _, _, data in chunk])
     except tf.errors.InvalidArgumentError as error:

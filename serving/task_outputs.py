@@ -7,13 +7,13 @@ row format (`"instances"` -> `"predictions"`) works.
 The task names are `detseg.core.contract.TASKS`: a model serves the task it trains on.
 
 detection and instance, what `infer` returns (S x S letterbox frame):
-    boxes f32 [B, K, 4] xyxy px, scores f32 [B, K], classes int [B, K] (PADDED_CLASS = unused),
+    boxes f32 [B, K, 4] xyxy px, scores f32 [B, K], classes int [B, K] (PAD_CLASS = unused),
     optional num_detections int [B], optional masks f32/uint8 [B, K, Hm, Wm] covering the frame.
   served: boxes f32 [B, K, 4] xyxy ORIGINAL px, scores f32 [B, K], classes i32 [B, K],
     class_names string [B, K] ("" for unused slots), num_detections i32 [B], and when the
     model has masks: masks uint8 [B, K, Hmax, Wmax] (0/1) plus image_height/image_width.
     The first num_detections slots of each row are the detections, in the model's order;
-    the other slots hold box 0, score 0, class PADDED_CLASS, name "".
+    the other slots hold box 0, score 0, class PAD_CLASS, name "".
 
 semantic, what `infer` returns: logits or probabilities f32 [B, Hm, Wm, C], or
     class_map int [B, Hm, Wm], covering the frame.
@@ -35,15 +35,11 @@ from typing import Callable
 
 import tensorflow as tf
 
-from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC
-from detseg.core.contract import TASKS as CORE_TASKS
-
+from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, MASK_THRESHOLD, PAD_CLASS,
+                                  SEMANTIC, SEMANTIC_SCORE_OUTPUTS, TASKS)
 from detseg.models.ops.letterbox import boxes_to_original, dense_to_original
 
-TASKS = CORE_TASKS  # detection, instance, semantic, classification_localization
-PADDED_CLASS = -1  # class of an unused detection slot
 PADDED_PIXEL = -1  # class_map value outside an image's own size in a mixed-size batch
-MASK_THRESHOLD = 0.5  # resampled mask probability at or above which a pixel belongs to the object
 
 LabelLookup = Callable[[tf.Tensor], tf.Tensor]  # int32 class indices -> their names ("" if unknown)
 
@@ -89,14 +85,14 @@ def detection_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: i
     scores = tf.cast(raw["scores"], tf.float32)
     classes = tf.cast(raw["classes"], tf.int32)
     slots = tf.range(tf.shape(classes)[1])[tf.newaxis, :]
-    valid = classes > PADDED_CLASS
+    valid = classes > PAD_CLASS
     if "num_detections" in raw:
         valid &= slots < tf.cast(tf.reshape(raw["num_detections"], [-1, 1]), tf.int32)
     # Valid slots first, each group in the model's order, so clients can read the first N.
     order = tf.argsort(tf.cast(tf.logical_not(valid), tf.int32), axis=1, stable=True)
     valid = tf.gather(valid, order, batch_dims=1)
     fvalid = tf.cast(valid, tf.float32)
-    classes = tf.where(valid, tf.gather(classes, order, batch_dims=1), PADDED_CLASS)
+    classes = tf.where(valid, tf.gather(classes, order, batch_dims=1), PAD_CLASS)
     boxes = boxes_to_original(tf.gather(boxes, order, batch_dims=1), transforms) * fvalid[..., tf.newaxis]
     outputs = {
         "boxes": boxes,
@@ -118,7 +114,7 @@ def detection_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: i
 def semantic_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: int,
                          label_lookup: LabelLookup, num_labels: int) -> dict[str, tf.Tensor]:
     """Semantic raw outputs (frame) -> class map at the original size; see module doc."""
-    score_key = next((k for k in ("logits", "probabilities") if k in raw), None)
+    score_key = next((k for k in SEMANTIC_SCORE_OUTPUTS if k in raw), None)
     if score_key is not None:
         scores = _per_image_dense(tf.cast(raw[score_key], tf.float32), transforms, frame_size,
                                   "bilinear", 0.0, tf.float32)

@@ -34,7 +34,7 @@ import tensorflow as tf
 from detseg.data.coco import CocoDataset
 from detseg.models.ops.letterbox import (boxes_to_original, dense_to_original, masks_to_original,
                                          transform_from_vector, vector_frame_size)
-from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, check_task
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, INSTANCE, SEMANTIC, SEMANTIC_SCORE_OUTPUTS, check_task
 from detseg.pipelines.dataset import build_eval_dataset
 from detseg.pipelines.example import read_semantic_png, render_semantic, semantic_lookup_table
 from detseg.pipelines.records import prepare_images
@@ -94,7 +94,10 @@ def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
     if task == SEMANTIC:
         return {"class_map": _class_map_to_original(outputs, row, vector)}
     if task == CLASSIFICATION_LOCALIZATION:
-        probabilities = _first_present(outputs, ("class_probabilities",), task)[row]
+        if "class_probabilities" not in outputs:
+            raise KeyError(f"a {task} model's predict_step must return 'class_probabilities'; "
+                           f"it returned {sorted(outputs)}")
+        probabilities = outputs["class_probabilities"][row]
         box = _boxes_back(outputs["box"][row][None, :], vector).numpy()[0]
         return {"class": int(np.argmax(probabilities)), "score": float(np.max(probabilities)), "box": box}
     count = outputs["boxes"].shape[1]
@@ -108,19 +111,10 @@ def frame_to_original(task: str, outputs: Mapping[str, np.ndarray], row: int,
     return prediction
 
 
-def _first_present(outputs: Mapping[str, np.ndarray], names: tuple[str, ...], task: str) -> np.ndarray:
-    for name in names:
-        if name in outputs:
-            return outputs[name]
-    raise KeyError(f"a {task} model's predict_step must return one of {list(names)}; "
-                   f"it returned {sorted(outputs)}")
-
-
 def _class_map_to_original(outputs: Mapping[str, np.ndarray], row: int, vector: tf.Tensor) -> np.ndarray:
-    """`int32 [H, W]`: logits (else probabilities) resampled bilinearly then argmax, else class ids
-    (nearest). Logits first, as the export does (`serving.task_outputs`): a float32 softmax of
-    near-equal logits ties where the logits do not."""
-    for scores in ("logits", "probabilities"):
+    """`int32 [H, W]`: the first of `SEMANTIC_SCORE_OUTPUTS` present resampled bilinearly then
+    argmax (as the export does), else class ids (nearest)."""
+    for scores in SEMANTIC_SCORE_OUTPUTS:
         if scores in outputs:
             return _class_map_back(outputs[scores][row], vector).numpy()
     if "class_map" not in outputs:

@@ -20,6 +20,13 @@ SEMANTIC_BACKGROUND = 0  # class-map value of background; class index i is i + 1
 SEMANTIC_IGNORE = 255    # class-map value the loss and metrics skip
 BACKGROUND_NAME = "background"  # the name of class-map value 0 in reports and exports
 
+# Instance masks: a resampled mask probability at or above this is the object.
+MASK_THRESHOLD = 0.5
+
+# Semantic predictions: the score outputs resampled to a class map, in order of preference
+# (logits first: a float32 softmax of near-equal logits ties where the logits do not).
+SEMANTIC_SCORE_OUTPUTS = ("logits", "probabilities")
+
 # Pixels: the letterbox canvas value, mid-grey (closest to the mean pixel, least edge contrast).
 PAD_PIXEL_VALUE = 114.0
 

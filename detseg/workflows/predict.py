@@ -32,7 +32,7 @@ from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANC
 from detseg.data.coco import encode_mask
 from detseg.data.draw import draw_annotations, draw_semantic, save_png
 from detseg.serving.image_predictions import (DEFAULT_BATCH_SIZE, SavedModelImages, ServedModelImages,
-                                              image_predictions)
+                                              predict_encoded)
 
 Log = Callable[[str], None]
 # The record's task names: what `detseg predict` has always written.
@@ -86,11 +86,12 @@ def iter_predictions(images: Sequence[str | os.PathLike], model: str | os.PathLi
     predictor = None
     for start in range(0, len(paths), batch_size):
         chunk = list(range(start, min(start + batch_size, len(paths))))
-        pixels = {index: decode_image(paths[index]) for index in chunk}
+        encoded = {index: read_image_file(paths[index]) for index in chunk}  # each file read once
+        pixels = {index: decode_image(paths[index], encoded[index]) for index in chunk}
         if predictor is None:  # opened once the first images are known to be readable
             predictor = open_predictor(model, server=server, model_name=model_name, version=version)
-        for index, prediction in image_predictions(predictor, [(index, paths[index]) for index in chunk],
-                                                   batch_size):
+        for index, prediction in predict_encoded(predictor, [(index, paths[index], encoded[index])
+                                                             for index in chunk]):
             result = _image_prediction(paths[index], pixels.pop(index), prediction, min_score,
                                        None if out is None else Path(out), stems[index])
             if log is not None:
@@ -98,12 +99,18 @@ def iter_predictions(images: Sequence[str | os.PathLike], model: str | os.PathLi
             yield result
 
 
-def decode_image(path: Path) -> np.ndarray:
-    """`uint8 [H, W, 3]` pixels of an image file; a clear error naming an unreadable one."""
+def read_image_file(path: Path) -> bytes:
+    """The encoded bytes of an image file; a clear error naming one that cannot be read."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise FileNotFoundError(f"{path}: cannot read image ({e.strerror or e})") from None
+
+
+def decode_image(path: Path, data: bytes | None = None) -> np.ndarray:
+    """`uint8 [H, W, 3]` pixels of an image file (or of its bytes `data`); an error names a bad one."""
+    if data is None:
+        data = read_image_file(path)
     try:
         return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     except (UnidentifiedImageError, OSError) as e:

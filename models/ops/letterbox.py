@@ -46,12 +46,11 @@ from typing import Any, Callable, Mapping
 
 import tensorflow as tf
 
-from detseg.core.contract import PAD_BOX_VALUE, PAD_PIXEL_VALUE, TRANSFORM_SIZE
+from detseg.core.contract import MASK_THRESHOLD, PAD_BOX_VALUE, PAD_PIXEL_VALUE, TRANSFORM_SIZE
 
 Transform = dict[str, tf.Tensor]
 TRANSFORM_KEYS = ("scale", "pad_x", "pad_y", "resized_h", "resized_w", "height", "width")
 VECTOR_KEYS = ("scale", "pad_x", "pad_y", "height", "width")  # the [..., 5] vector, in order
-MASK_THRESHOLD = 0.5  # resampled mask probability at or above which a pixel is the object
 
 
 def letterbox_lengths(height: Any, width: Any, size: Any, maximum: Callable = max) -> tuple[Any, Any, Any, Any]:

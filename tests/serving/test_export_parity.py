@@ -37,11 +37,11 @@ import tensorflow as tf
 from PIL import Image
 
 from detseg.models.backbones.registry import feature_shape
-from detseg.core.contract import CLASSIFICATION_LOCALIZATION, SEMANTIC
+from detseg.core.contract import CLASSIFICATION_LOCALIZATION, PAD_CLASS, SEMANTIC
 from detseg.pipelines.letterbox import letterbox_image, letterbox_params
 from detseg.serving.export import export_saved_model
 from detseg.serving.serving_module import DEFAULT_SIGNATURE, PIXELS_SIGNATURE, serving_module_for
-from detseg.serving.task_outputs import PADDED_CLASS, TASKS as SERVING_TASKS
+from detseg.serving.task_outputs import TASKS as SERVING_TASKS
 from detseg.training.config import load_config
 from detseg.training.families import FAMILIES
 from detseg.training.predictions import frame_to_original
@@ -192,7 +192,7 @@ def assert_same_detections(served: dict, expected: dict, with_masks: bool, tol: 
     assert count == len(expected["scores"]) > 0, "the comparison needs detections on both sides"
     boxes, scores, classes = served["boxes"][:count], served["scores"][:count], served["classes"][:count]
     assert [n.decode() for n in served["class_names"][:count]] == [CLASS_NAMES[c] for c in classes]
-    assert np.all(served["classes"][count:] == PADDED_CLASS) and not served["scores"][count:].any()
+    assert np.all(served["classes"][count:] == PAD_CLASS) and not served["scores"][count:].any()
     assert not with_masks or expected["masks"].any(), "the comparison needs non-empty masks"
     unmatched = set(range(count))
     for k in range(count):
