@@ -12,6 +12,7 @@ run directory's checkpoints first (the feature cache is kept: it is keyed by con
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -22,6 +23,8 @@ from typing import Any, Callable
 
 import keras
 import tensorflow as tf
+# Op determinism has a public switch-on but no public switch-off or getter.
+from tensorflow.python.framework import config as tf_framework_config
 
 from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
 from detseg.training.callbacks import progress_verbosity
@@ -45,14 +48,19 @@ class TrainResult:
     resumed: bool
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
-    """Python, NumPy and TF seeds; with `deterministic`, TF ops also run deterministically.
-
-    Op determinism makes the same config give the same weights run after run on CPU.
-    """
-    keras.utils.set_random_seed(seed)
-    if deterministic:
+@contextlib.contextmanager
+def deterministic_ops(enabled: bool):
+    """TF op determinism for one run (the same config gives the same weights run after run
+    on CPU), then the process's previous setting back: it is process-wide, and while it is
+    on Keras silently refuses `jit_compile=True` to every later model of a notebook or script."""
+    was_on = tf_framework_config.is_op_determinism_enabled()
+    if enabled and not was_on:
         tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if enabled and not was_on:
+            tf_framework_config.disable_op_determinism()
 
 
 def _stderr(message: str) -> None:
@@ -62,8 +70,13 @@ def _stderr(message: str) -> None:
 def train(config: TrainConfig, restart: bool = False, verbose: int | None = None,
           log: Callable[[str], None] = _stderr) -> TrainResult:
     """Trains `config` in its run directory; returns the final validation metrics."""
+    with deterministic_ops(config.deterministic):
+        return _train(config, restart, verbose, log)
+
+
+def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callable[[str], None]) -> TrainResult:
     strategy = build_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy needs that
-    seed_everything(config.seed, config.deterministic)
+    keras.utils.set_random_seed(config.seed)  # Python, NumPy and TF
     family = FAMILIES[config.model.family]
     data = resolve_training_data(config)
     run_dir = RunDirectory(config.run_dir, writable=is_chief(strategy))

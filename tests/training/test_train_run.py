@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_framework_config  # no public getter
 
 from detseg.data.coco import LabelMap
 from detseg.training.callbacks import TrainingDivergedError, read_metrics
@@ -147,6 +148,8 @@ def test_same_config_gives_the_same_weights_and_metrics(smoke_run, runs_dir):
     config, result = smoke_run
     twin = train(smoke_config(runs_dir, "name=twin"), verbose=0, log=lambda message: None)
     assert twin.metrics == result.metrics
+    # Determinism was the run's, not the process's (it would turn XLA off for later models).
+    assert not tf_framework_config.is_op_determinism_enabled()
     first = keras.saving.load_model(result.run_dir / "model.keras").get_weights()
     second = keras.saving.load_model(twin.run_dir / "model.keras").get_weights()
     assert len(first) == len(second)
