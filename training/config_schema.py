@@ -87,11 +87,17 @@ class Stage1Config:
     lr: float = 1e-3
     batch_size: int = 32
     cache_dir: str | None = None  # default: <run dir>/feature_cache
+    min_steps_per_epoch: int = 0  # small data: an epoch repeats the train set to at least this many steps
 
 
 @dataclass(frozen=True)
 class Stage2Config:
     """Fine-tuning from the stage-1 head: top `unfreeze` blocks (or `all`) train.
+
+    `min_steps_per_epoch` (both stages): with a dozen images an epoch is one or two steps,
+    so epoch counts, patience, warm-up and `eval.every` would all mean almost nothing. An
+    epoch then passes over the train set several whole times, enough for this many steps
+    (0: one pass, the usual epoch).
 
     `batchnorm: frozen` (default) keeps BatchNorm in inference mode with the backbone's
     statistics, right for ImageNet weights; `train` lets the unfrozen blocks' BatchNorm
@@ -104,6 +110,7 @@ class Stage2Config:
     batch_size: int = 16
     unfreeze: int | Literal["all"] = 2
     batchnorm: Literal["frozen", "train"] = "frozen"
+    min_steps_per_epoch: int = 0  # small data: an epoch repeats the train set to at least this many steps
 
 
 @dataclass(frozen=True)
@@ -199,6 +206,8 @@ def _check_values(config: TrainConfig) -> None:
             raise ConfigError(f"config key '{key}' must be positive, got {value}")
     for key, value in {"stage1.epochs": config.stage1.epochs, "stage2.epochs": config.stage2.epochs,
                        "early_stopping.patience": config.early_stopping.patience,
+                       "stage1.min_steps_per_epoch": config.stage1.min_steps_per_epoch,
+                       "stage2.min_steps_per_epoch": config.stage2.min_steps_per_epoch,
                        "eval.every": config.eval.every}.items():
         if value < 0:
             raise ConfigError(f"config key '{key}' must be >= 0, got {value}")

@@ -134,7 +134,7 @@ def run_stage1(session: TrainingSession, state: RunState) -> RunState:
     levels = session.family.bottleneck_levels
     train_batches = feature_batches(train_features, levels, config.stage1.batch_size, True, config.seed)
     val_batches = feature_batches(val_features, levels, config.stage1.batch_size, False, config.seed)
-    steps = int(train_batches.cardinality())
+    train_batches, steps = epoch_of_at_least(train_batches, config.stage1.min_steps_per_epoch, 1, session.log)
     with session.strategy.scope():
         head_model = session.family.build_model(None, build_head_for(session, extractor),
                                                 config.model.head, session.image_size)
@@ -168,19 +168,39 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
     train_batches = build_dataset(session.data.train, family.task, size, stage2.batch_size,
                                   augment=config.augment, shuffle=True, seed=config.seed)
     val_batches = build_dataset(session.data.val, family.task, size, stage2.batch_size)
+    train_batches, steps = epoch_of_at_least(train_batches, stage2.min_steps_per_epoch, 2, session.log)
     with session.strategy.scope():
         model, backbone = build_stage2_model(session)
         unfrozen = unfreeze_top_blocks(backbone, stage2.unfreeze,
                                        train_batchnorm=stage2.batchnorm == "train")
         session.log(f"stage 2: {len(unfrozen)} backbone layers trainable (unfreeze={stage2.unfreeze}); "
                     f"BatchNorm {'trains' if stage2.batchnorm == 'train' else 'frozen'}")
-        _compile(session, model, stage2.lr, int(train_batches.cardinality()), stage2.epochs)
+        _compile(session, model, stage2.lr, steps, stage2.epochs)
         _restore_if_resuming(session, model, state)
     return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr",
                      evaluated=True)
 
 
 # ---------------------------------------------------------------------------- shared
+
+
+def epoch_of_at_least(batches: tf.data.Dataset, min_steps: int, stage: int,
+                      log: Callable[[str], None]) -> tuple[tf.data.Dataset, int]:
+    """`(train batches of one epoch, steps per epoch)`: whole passes, at least `min_steps` steps.
+
+    One pass over a dozen images is one or two steps; repeating the (shuffled, augmented)
+    pass `ceil(min_steps / steps)` times makes an epoch long enough for epoch-based
+    settings (patience, warm-up, `eval.every`) to keep their meaning. Each repeat is a
+    new shuffle and a new augmentation draw.
+    """
+    steps = int(batches.cardinality())
+    if steps <= 0 or min_steps <= steps:
+        return batches, max(steps, 1)
+    passes = -(-min_steps // steps)
+    log(f"stage {stage}: the train set makes {steps} batch{'es' if steps > 1 else ''}; "
+                f"an epoch repeats it {passes} times ({passes * steps} steps, "
+                f"stage{stage}.min_steps_per_epoch={min_steps})")
+    return batches.repeat(passes), passes * steps
 
 
 def _compile(session: TrainingSession, model: keras.Model, lr: float, steps: int, epochs: int) -> None:
