@@ -187,10 +187,11 @@ def encode_mask(mask: np.ndarray) -> dict[str, Any]:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; errors name the file and the line/column at fault."""
+    """Parse a JSON file (a UTF-8 byte-order mark is skipped); errors name the file and the
+    line/column at fault."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None

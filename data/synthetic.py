@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,8 @@ from PIL import Image, ImageDraw
 
 from detseg.core.contract import SEMANTIC_BACKGROUND
 from detseg.data.coco import encode_mask, read_json
-from detseg.data.errors import DatasetError
+from detseg.data.errors import DatasetError, OptionError
+from detseg.data.output_paths import check_output_folder, write_folder_atomic
 
 # Bump when the generator's output changes, so `ensure_synthetic` does not reuse old data.
 GENERATOR_VERSION = 1
@@ -70,14 +69,14 @@ class SyntheticParameters:
 
     def __post_init__(self) -> None:
         if self.num_images < 1:
-            raise DatasetError(f"synthetic dataset: num_images must be >= 1, got {self.num_images}")
+            raise _parameter_error("num_images", f"must be >= 1, got {self.num_images}")
         if not 1 <= self.max_shapes <= MAX_SHAPES_LIMIT:
-            raise DatasetError(f"synthetic dataset: max_shapes must be 1..{MAX_SHAPES_LIMIT}, got {self.max_shapes}")
+            raise _parameter_error("max_shapes", f"must be 1..{MAX_SHAPES_LIMIT}, got {self.max_shapes}")
         if not 0 < self.min_shape_size <= MAX_SHAPE_SIZE:
-            raise DatasetError(f"synthetic dataset: min_shape_size must be in (0, {MAX_SHAPE_SIZE}] "
-                               f"(a fraction of the image side), got {self.min_shape_size}")
+            raise _parameter_error("min_shape_size", f"must be in (0, {MAX_SHAPE_SIZE}] "
+                                   f"(a fraction of the image side), got {self.min_shape_size}")
         if self.image_size < 32:
-            raise DatasetError(f"synthetic dataset: image_size must be >= 32 px, got {self.image_size}")
+            raise _parameter_error("image_size", f"must be >= 32 px, got {self.image_size}")
         if len(self.fractions) != 3 or min(self.fractions) < 0 or abs(sum(self.fractions) - 1) > 1e-6:
             raise DatasetError(f"synthetic dataset: fractions must be 3 non-negative numbers "
                                f"summing to 1 (train, val, test), got {list(self.fractions)}")
@@ -92,6 +91,11 @@ class SyntheticParameters:
         payload = asdict(self)
         payload["fractions"] = list(self.fractions)
         return payload
+
+
+def _parameter_error(parameter: str, problem: str) -> OptionError:
+    """`synthetic dataset: num_images must be ...` (`--num-images` on the command line)."""
+    return OptionError(f"synthetic dataset: {{{parameter}}} {problem}", **{parameter: parameter})
 
 
 @dataclass(frozen=True)
@@ -353,31 +357,6 @@ def _is_non_empty_dir(path: Path) -> bool:
     return path.is_dir() and any(path.iterdir())
 
 
-def _exists_error(out_dir: Path) -> DatasetError:
-    return DatasetError(f"{out_dir}: already exists and is not empty (pass overwrite=True to replace it)")
-
-
-def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
-    """Rename the finished `staging` folder to `out_dir`, replacing it only if `overwrite`."""
-    if out_dir.is_dir() and not _is_non_empty_dir(out_dir):
-        out_dir.rmdir()
-    if out_dir.exists() and not overwrite:
-        raise _exists_error(out_dir)
-    retired = None
-    if out_dir.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, retired / "dataset")
-    try:
-        os.replace(staging, out_dir)
-    except OSError as error:
-        if retired is not None:  # put the old dataset back rather than lose it
-            os.replace(retired / "dataset", out_dir)
-        raise DatasetError(f"{out_dir}: could not move the new dataset into place ({error})") from None
-    finally:
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
-
-
 def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_size: int = 256,
                        seed: int = 0, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
                        overwrite: bool = False, max_shapes: int = MAX_SHAPES,
@@ -388,19 +367,9 @@ def generate_synthetic(out_dir: str | os.PathLike, num_images: int = 200, image_
     reader never sees half a dataset. The same arguments give byte-identical files.
     Raises `DatasetError` if `out_dir` exists and is not empty, unless `overwrite`.
     """
-    out_dir = Path(out_dir)
     params = SyntheticParameters.of(num_images, image_size, seed, fractions, max_shapes, min_shape_size)
-    if _is_non_empty_dir(out_dir) and not overwrite:
-        raise _exists_error(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"{out_dir}: exists and is not a folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        _write_dataset(staging, params)
-        _move_into_place(staging, out_dir, overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    out_dir = check_output_folder(out_dir, overwrite)
+    write_folder_atomic(out_dir, lambda staging: _write_dataset(staging, params), overwrite)
     return annotation_paths(out_dir)
 
 

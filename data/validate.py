@@ -31,6 +31,8 @@ BOX_TOLERANCE_PX = 1.0
 CROWD_FLAGS = (0, 1)
 # A progress bar on stderr only when checking the image files takes noticeable time.
 PROGRESS_MIN_IMAGES = 200
+# `format()` lists this many problems of one kind (field), then counts the rest.
+PROBLEMS_SHOWN_PER_KIND = 20
 
 
 _UNREADABLE = object()
@@ -62,6 +64,9 @@ class ValidationReport:
     num_annotations: int = 0
     num_categories: int = 0
     sections_read: bool = False
+    image_dir: str | None = None  # the folder image files were looked for in
+    image_dir_guessed: bool = False  # True: found from the annotations' location
+    images_checked: bool = False  # False: image files were not opened
 
     @property
     def ok(self) -> bool:
@@ -71,13 +76,22 @@ class ValidationReport:
         self.problems.append(Problem(where, field_name, message))
 
     def format(self) -> str:
-        """One line per problem, then a summary line; `OK: ...` alone when clean."""
+        """One line per problem (the first `PROBLEMS_SHOWN_PER_KIND` of each field, then
+        a count of the rest), then a summary line; `OK: ...` alone when clean."""
         contents = (f"{self.num_images} images, {self.num_annotations} annotations, "
                     f"{self.num_categories} categories")
         if self.ok:
             return f"OK: {contents}"
-        kinds = ", ".join(f"{name}: {n}" for name, n in Counter(p.field for p in self.problems).most_common())
-        lines = [str(problem) for problem in self.problems]
+        counts = Counter(p.field for p in self.problems)
+        kinds = ", ".join(f"{name}: {n}" for name, n in counts.most_common())
+        shown: Counter = Counter()
+        lines = []
+        for problem in self.problems:
+            shown[problem.field] += 1
+            if shown[problem.field] <= PROBLEMS_SHOWN_PER_KIND:
+                lines.append(str(problem))
+        lines += [f"... and {n - PROBLEMS_SHOWN_PER_KIND} more {name} problem(s) not shown"
+                  for name, n in counts.items() if n > PROBLEMS_SHOWN_PER_KIND]
         lines.append(f"FAILED: {len(self.problems)} problem(s) in {self.source} ({kinds})"
                      + (f"; {contents}" if self.sections_read else ""))
         return "\n".join(lines)
@@ -129,16 +143,17 @@ def _validate_into(report: ValidationReport, path: Path, image_dir: str | os.Pat
     category_ids = _check_categories(sections["categories"], report)
     images = _check_images(sections["images"], report)
     _check_annotations(sections["annotations"], images, category_ids, report)
+    folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
+    report.image_dir, report.image_dir_guessed = str(folder), image_dir is None
     if check_images and images:
-        folder = Path(image_dir) if image_dir is not None else default_image_dir(path)
-        _check_image_files(list(images.values()), folder, report)
+        report.images_checked = _check_image_files(list(images.values()), folder, report)
 
 
 def _read_payload(path: Path, report: ValidationReport) -> Any:
     """The parsed JSON, or `_UNREADABLE` after reporting why it could not be read."""
     where = str(path)
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             return json.load(f)
     except FileNotFoundError:
         report.add(where, "file", "not found")
@@ -294,11 +309,14 @@ def _crowd_problem(record: dict) -> str | None:
     return None if is_int(crowd) and crowd in CROWD_FLAGS else f"must be 0 or 1, got {describe(crowd)}"
 
 
-def _check_image_files(images: list[_DeclaredImage], image_dir: Path, report: ValidationReport) -> None:
-    """Each named image file exists, decodes completely and has its declared size."""
+def _check_image_files(images: list[_DeclaredImage], image_dir: Path, report: ValidationReport) -> bool:
+    """Each named image file exists, decodes completely and has its declared size.
+
+    False when the folder is missing (reported) and nothing could be checked.
+    """
     if not image_dir.is_dir():
         report.add(str(image_dir), "images", "image folder not found (pass the folder with --images)")
-        return
+        return False
     named = [image for image in images if image.file_name]
     progress = tqdm(named, desc="checking images", unit="img", file=sys.stderr,
                     disable=len(named) <= PROGRESS_MIN_IMAGES, leave=False)
@@ -307,6 +325,7 @@ def _check_image_files(images: list[_DeclaredImage], image_dir: Path, report: Va
         problem = _image_file_problem(path, image)
         if problem:
             report.add(str(path), *problem)
+    return True
 
 
 def _image_file_problem(path: Path, image: _DeclaredImage) -> tuple[str, str] | None:

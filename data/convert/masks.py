@@ -9,6 +9,9 @@ One single-channel PNG per image, same relative path and stem (`images/a/b.jpg` 
   0 = background. All pixels with one value form one instance, connected or not
   (an occluded object may be in pieces). E.g. 3001 and 3002 are two objects of
   category 3; values 1..999 (category 0) are an error.
+- `labels`: a label map of ONE class (what cell-segmentation tools and the Data Science
+  Bowl write): 0 = background, each other value 1..K one object of that class, connected
+  or not. The class is named by the caller (`class_names=["nucleus"]`); its id is 1.
 
 The codes are the contract's (`detseg.core.contract`): 0, background in both encodings, is
 `SEMANTIC_BACKGROUND`; 255, ignore in semantic PNGs, is `SEMANTIC_IGNORE`.
@@ -31,10 +34,11 @@ from detseg.core.contract import SEMANTIC_BACKGROUND, SEMANTIC_IGNORE
 from detseg.data.coco import encode_mask
 from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
-from detseg.data.errors import DatasetError
+from detseg.data.errors import DatasetError, OptionError
 
 INSTANCE_CATEGORY_FACTOR = 1000  # instance PNG value = category_id * 1000 + instance_index
-MASK_KINDS = ("semantic", "instance")
+LABEL_MAP_CATEGORY_ID = 1  # the one class of a `labels` mask
+MASK_KINDS = ("semantic", "instance", "labels")
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 
 
@@ -43,12 +47,16 @@ def masks_to_coco(mask_dir: str | os.PathLike, image_dir: str | os.PathLike, kin
     """Convert the mask PNG of every image under `image_dir` into COCO instances.
 
     `class_names[i]` names category id i+1 (ids 1..C); a mask value naming a category
-    beyond C is an error. None: the categories found, named `class_<id>`.
+    beyond C is an error. None: the categories found, named `class_<id>`. Kind `labels`
+    needs exactly one class name.
     An image without a mask PNG, a mask of another size, or a colour mask is a
     `DatasetError` naming the file.
     """
     if kind not in MASK_KINDS:
         raise ValueError(f"mask kind must be one of {MASK_KINDS}, got {kind!r}")
+    if kind == "labels" and (class_names is None or len(class_names) != 1):
+        raise OptionError("mask kind 'labels' holds the objects of one class: give its name with "
+                          "{classes} (e.g. nucleus)", classes="class_names=[...]")
     mask_dir, image_dir = Path(mask_dir), Path(image_dir)
     if not mask_dir.is_dir():
         raise DatasetError(f"{mask_dir}: mask folder not found")
@@ -78,7 +86,8 @@ def _image_objects(relative: Path, image_dir: Path, mask_dir: Path, kind: str) -
     mask_path = mask_dir / relative.with_suffix(".png")
     width, height = read_image_size(image_dir / relative)
     mask = read_mask(mask_path, width, height)
-    instances = semantic_instances(mask) if kind == "semantic" else instance_instances(mask, mask_path)
+    instances = {"semantic": semantic_instances, "labels": label_map_instances,
+                 "instance": lambda m: instance_instances(m, mask_path)}[kind](mask)
     objects = [(category_id, tight_box(m), int(m.sum()), encode_mask(m)) for category_id, m in instances]
     return relative, width, height, objects
 
@@ -124,8 +133,21 @@ def instance_instances(mask: np.ndarray, path: Path) -> Iterator[tuple[int, np.n
         category_id = int(value) // INSTANCE_CATEGORY_FACTOR
         if category_id < 1:
             raise DatasetError(f"{path}: instance value {value} has no category: instance PNG values "
-                               f"must be category_id * {INSTANCE_CATEGORY_FACTOR} + instance_index")
+                               f"must be category_id * {INSTANCE_CATEGORY_FACTOR} + instance_index "
+                               f"(a label map of one class, 1..K for its objects, is mask kind "
+                               f"'labels': --mask-kind labels --classes NAME)")
         yield category_id, (mask == value).astype(np.uint8)
+
+
+def label_map_instances(mask: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """`(1, uint8 [H, W] 0/1 mask)` for each distinct non-zero value of a one-class label map,
+    in value order (the pixels of one value form one object, connected or not)."""
+    for value, window in enumerate(ndimage.find_objects(mask), 1):
+        if window is None:  # this value does not occur
+            continue
+        instance = np.zeros(mask.shape, np.uint8)
+        instance[window] = mask[window] == value
+        yield LABEL_MAP_CATEGORY_ID, instance
 
 
 def tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -8,6 +8,7 @@ continuous frame that box spans x = 0..10, so `x = xmin - 1` and `w = xmax - xmi
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from detseg.data.convert.image_files import as_file_name, images_by_stem, read_image_size
 from detseg.data.errors import DatasetError
+from detseg.data.repairs import CLIP_BOXES, DROP_INVALID, Repairs
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,20 @@ class VocDocument:
 
 
 def voc_to_coco(xml_dir: str | os.PathLike, image_dir: str | os.PathLike,
-                class_names: Sequence[str] | None = None) -> dict[str, Any]:
+                class_names: Sequence[str] | None = None, repairs: Repairs | None = None) -> dict[str, Any]:
     """Convert every `*.xml` in `xml_dir` (one per image) into a COCO instances dict.
 
     `class_names` fixes the categories (ids 1..C in that order); an object whose name is
     not in it is an error. None: the sorted names found in the files, ids 1..C.
     The image is `<filename>` under `image_dir`, else the image with that stem.
-    Boxes are clipped to the image. Raises `DatasetError` naming the XML file and element.
+    Raises `DatasetError` naming the XML file and element.
+
+    A box reaching outside its image is clipped only if `repairs.clip_boxes`; a box with
+    no area inside it (entirely outside, or xmax < xmin) is dropped only if
+    `repairs.drop_invalid`; otherwise `RepairsNeeded` lists them all (default: strict).
+    What was changed is noted in `repairs`.
     """
+    repairs = Repairs() if repairs is None else repairs
     xml_dir, image_dir = Path(xml_dir), Path(image_dir)
     if not xml_dir.is_dir():
         raise DatasetError(f"{xml_dir}: VOC annotation folder not found")
@@ -63,8 +71,11 @@ def voc_to_coco(xml_dir: str | os.PathLike, image_dir: str | os.PathLike,
             if obj.name not in id_of_name:
                 raise DatasetError(f"{document.path}: <object> #{k + 1} <name>{obj.name}</name> is not "
                                    f"one of the classes {list(id_of_name)}")
-            bbox = _voc_box_to_coco(obj.box, width, height)
-            builder.add_annotation(image_id, id_of_name[obj.name], bbox, bbox[2] * bbox[3])
+            where = f"{document.path} <object> #{k + 1} ({obj.name}) <bndbox> {_as_written(obj.box)}"
+            bbox = _voc_box_to_coco(obj.box, width, height, where, repairs)
+            if bbox is not None:
+                builder.add_annotation(image_id, id_of_name[obj.name], bbox, bbox[2] * bbox[3])
+    repairs.check()
     return builder.to_dict()
 
 
@@ -103,8 +114,6 @@ def _parse_object(element: ElementTree.Element, k: int, path: Path) -> VocObject
     if bndbox is None:
         raise DatasetError(f"{path}: {where}: <bndbox> missing")
     box = tuple(_number(bndbox, tag, path, f"{where} <bndbox>") for tag in ("xmin", "ymin", "xmax", "ymax"))
-    if box[2] < box[0] or box[3] < box[1]:
-        raise DatasetError(f"{path}: {where}: <bndbox> has xmax < xmin or ymax < ymin: {list(box)}")
     difficult = element.find("difficult")
     return VocObject(name, box, difficult is not None and (difficult.text or "0").strip() == "1")
 
@@ -119,9 +128,12 @@ def _text(parent: ElementTree.Element, tag: str, path: Path, where: str) -> str:
 def _number(parent: ElementTree.Element, tag: str, path: Path, where: str) -> float:
     text = _text(parent, tag, path, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise DatasetError(f"{path}: {where}: <{tag}> is not a number: {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise DatasetError(f"{path}: {where}: <{tag}> is not a number: {text!r}")
+    return value
 
 
 def _find_image(document: VocDocument, image_dir: Path, stems: dict[str, list[Path]]) -> Path:
@@ -145,14 +157,26 @@ def _image_size(document: VocDocument, image_path: Path) -> tuple[int, int]:
     return actual
 
 
-def _voc_box_to_coco(box: tuple[float, float, float, float], width: int,
-                     height: int) -> tuple[float, float, float, float]:
-    """1-based inclusive `xmin ymin xmax ymax` -> 0-based COCO `[x, y, w, h]`, clipped to the image.
+def _as_written(box: tuple[float, float, float, float]) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
 
-    Clipping forgives the off-by-one boxes some labelling tools write at the border.
+
+def _voc_box_to_coco(box: tuple[float, float, float, float], width: int, height: int, where: str,
+                     repairs: Repairs) -> tuple[float, float, float, float] | None:
+    """1-based inclusive `xmin ymin xmax ymax` -> 0-based COCO `[x, y, w, h]`.
+
+    None (noted as `DROP_INVALID`) when xmax < xmin, ymax < ymin or no part of the box
+    lies inside the image; clipped (noted as `CLIP_BOXES`) when a part lies outside.
     """
-    x0 = min(max(box[0] - 1.0, 0.0), width)
-    y0 = min(max(box[1] - 1.0, 0.0), height)
-    x1 = min(max(box[2], 0.0), width)
-    y1 = min(max(box[3], 0.0), height)
-    return (x0, y0, x1 - x0, y1 - y0)
+    x0, y0, x1, y1 = box[0] - 1.0, box[1] - 1.0, box[2], box[3]
+    if x1 <= x0 or y1 <= y0:
+        repairs.note(DROP_INVALID, f"{where}: xmax < xmin or ymax < ymin")
+        return None
+    cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        repairs.note(DROP_INVALID, f"{where}: outside the {width}x{height} image")
+        return None
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        repairs.note(CLIP_BOXES, f"{where}: beyond the {width}x{height} image")
+    return (cx0, cy0, cx1 - cx0, cy1 - cy0)

@@ -18,11 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from detseg.core.atomic_files import write_text_atomic
-from detseg.data.coco import CocoDataset, ImageRecord
+from detseg.data.coco import CocoDataset, ImageRecord, LabelMap
 from detseg.data.convert.coco_payload import CocoPayloadBuilder, categories_from_names
 from detseg.data.convert.image_files import as_file_name, list_images, read_image_size
 from detseg.data.errors import DatasetError
+from detseg.data.output_paths import check_output_folder, write_folder_atomic
+from detseg.data.repairs import (CLIP_BOXES, CROWDS_NOT_WRITTEN, DROP_INVALID, INCLUDE_UNLABELED,
+                                  SEGMENTATIONS_NOT_WRITTEN, Repairs)
 
 CLASSES_FILE = "classes.txt"
 BOX_TOKENS = 5  # class cx cy w h
@@ -30,24 +32,35 @@ MIN_POLYGON_POINTS = 3
 # Normalized coordinates are written with 6 decimals: a rounding slack of 1e-6 is not an error.
 COORDINATE_SLACK = 1e-6
 DECIMALS = 6  # 1e-6 of a 10,000 px image is 0.01 px: far below the 0.5 px a round trip may lose
+# A COCO box this far past the image's edge is float noise from other tools, clipped silently.
+BOX_SLACK_PX = 0.01
 
 
 def yolo_to_coco(label_dir: str | os.PathLike, image_dir: str | os.PathLike,
-                 class_names: Sequence[str] | None = None) -> dict[str, Any]:
+                 class_names: Sequence[str] | None = None, repairs: Repairs | None = None) -> dict[str, Any]:
     """Convert YOLO txt labels (boxes or polygons) into a COCO instances dict.
 
-    Every image under `image_dir` becomes a COCO image (sizes read from file headers).
+    Every image under `image_dir` with a label file becomes a COCO image (sizes read
+    from file headers); an empty label file is an image without objects.
     `class_names`: index order of the YOLO classes; None reads `label_dir/classes.txt`.
     Polygons keep their points as a COCO polygon, bbox = the polygon's extent, area = its
-    rasterized pixel area (as COCO computes it). Boxes are clipped to the image.
+    rasterized pixel area (as COCO computes it).
     Raises `DatasetError` naming the file and line at fault, and for a label file that
     has no image.
+
+    Changes are made only when `repairs` allows them, else `RepairsNeeded` lists them
+    (default: strict): images without a label file are added without objects
+    (`include_unlabeled`); boxes reaching outside the image are clipped (`clip_boxes`);
+    boxes of zero or negative width or height are dropped (`drop_invalid`).
     """
+    repairs = Repairs() if repairs is None else repairs
     label_dir, image_dir = Path(label_dir), Path(image_dir)
     if not label_dir.is_dir():
         raise DatasetError(f"{label_dir}: YOLO label folder not found")
     if class_names is None:
         class_names = read_classes_file(label_dir / CLASSES_FILE)
+    if not class_names:
+        raise DatasetError("class names: none given; YOLO class indices 0, 1, ... need one name each")
     categories = categories_from_names(class_names, "class names")
     builder = CocoPayloadBuilder(categories, f"converted from YOLO labels in {label_dir} by detseg")
     images = list_images(image_dir)
@@ -55,22 +68,39 @@ def yolo_to_coco(label_dir: str | os.PathLike, image_dir: str | os.PathLike,
     for relative in images:
         width, height = read_image_size(image_dir / relative)
         label_path = label_dir / relative.with_suffix(".txt")
-        image_id = builder.add_image(as_file_name(relative), width, height, str(label_path))
         if not label_path.is_file():
-            continue
-        for line_number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), 1):
+            repairs.note(INCLUDE_UNLABELED, str(image_dir / relative))
+            if not repairs.include_unlabeled:
+                continue
+        image_id = builder.add_image(as_file_name(relative), width, height, str(label_path))
+        for line_number, line in enumerate(_read_lines(label_path), 1):
             if line.strip():
                 where = f"{label_path}: line {line_number}"
-                category_id, bbox, area, polygon = _parse_line(line, where, len(categories), width, height)
-                builder.add_annotation(image_id, category_id, bbox, area, polygon)
+                parsed = _parse_line(line, where, len(categories), width, height, repairs)
+                if parsed is not None:
+                    builder.add_annotation(image_id, *parsed)
+    repairs.check()
     return builder.to_dict()
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a label file (a UTF-8 byte-order mark is skipped); [] if there is none."""
+    if not path.is_file():
+        return []
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 def read_classes_file(path: Path) -> list[str]:
     """One class name per line, blank lines skipped."""
     if not path.is_file():
         raise DatasetError(f"{path}: not found; pass the class names (--classes) or write this file")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in _read_lines(path) if line.strip()]
+    if not names:
+        raise DatasetError(f"{path}: holds no class names (one per line expected)")
+    return names
 
 
 def _check_no_orphan_labels(label_dir: Path, images: list[Path]) -> None:
@@ -81,9 +111,12 @@ def _check_no_orphan_labels(label_dir: Path, images: list[Path]) -> None:
             raise DatasetError(f"{path}: label file has no image with the same name in the image folder")
 
 
-def _parse_line(line: str, where: str, num_classes: int, width: int,
-                height: int) -> tuple[int, list[float], float, list[list[float]] | None]:
-    """One label line -> (COCO category id, COCO bbox, area, polygon segmentation or None)."""
+def _parse_line(line: str, where: str, num_classes: int, width: int, height: int,
+                repairs: Repairs) -> tuple[int, list[float], float, list[list[float]] | None] | None:
+    """One label line -> (COCO category id, COCO bbox, area, polygon segmentation or None).
+
+    None for a box without area (noted in `repairs` as `DROP_INVALID`).
+    """
     tokens = line.split()
     try:
         class_index = int(tokens[0])
@@ -95,19 +128,28 @@ def _parse_line(line: str, where: str, num_classes: int, width: int,
     if any(not -COORDINATE_SLACK <= v <= 1 + COORDINATE_SLACK for v in values):
         raise DatasetError(f"{where}: coordinates must be normalized to 0..1, got {values}")
     if len(tokens) == BOX_TOKENS:
-        return (class_index + 1, *_box_from_yolo(values, where, width, height), None)
+        box = _box_from_yolo(values, where, width, height, repairs)
+        return None if box is None else (class_index + 1, *box, None)
     if len(values) >= 2 * MIN_POLYGON_POINTS and len(values) % 2 == 0:
         return (class_index + 1, *_polygon_from_yolo(values, width, height))
     raise DatasetError(f"{where}: expected 5 numbers (class cx cy w h) or a class and at least "
                        f"{MIN_POLYGON_POINTS} x y pairs, got {len(tokens)} numbers")
 
 
-def _box_from_yolo(values: list[float], where: str, width: int, height: int) -> tuple[list[float], float]:
+def _box_from_yolo(values: list[float], where: str, width: int, height: int,
+                   repairs: Repairs) -> tuple[list[float], float] | None:
+    """Normalized `cx cy w h` -> (COCO bbox in pixels, area); clipped to the image, which is
+    noted as `CLIP_BOXES` when it moves an edge by more than the rounding slack."""
     cx, cy, w, h = values
     if w <= 0 or h <= 0:
-        raise DatasetError(f"{where}: box width and height must be positive, got w={w} h={h}")
-    x0, x1 = max((cx - w / 2) * width, 0.0), min((cx + w / 2) * width, float(width))
-    y0, y1 = max((cy - h / 2) * height, 0.0), min((cy + h / 2) * height, float(height))
+        repairs.note(DROP_INVALID, f"{where}: width {w:g} and height {h:g} must be positive")
+        return None
+    edges = np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+    clipped = np.clip(edges, 0.0, 1.0)
+    if np.abs(edges - clipped).max() > COORDINATE_SLACK:
+        repairs.note(CLIP_BOXES, f"{where}: x {edges[0]:.4g}..{edges[2]:.4g}, y {edges[1]:.4g}..{edges[3]:.4g} "
+                                 f"of the image's 0..1")
+    x0, y0, x1, y1 = (clipped * (width, height, width, height)).tolist()
     return [x0, y0, x1 - x0, y1 - y0], (x1 - x0) * (y1 - y0)
 
 
@@ -121,39 +163,79 @@ def _polygon_from_yolo(values: list[float], width: int,
     return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], area, [polygon]
 
 
-def coco_to_yolo(dataset: CocoDataset, out_dir: str | os.PathLike) -> list[Path]:
-    """Write one YOLO box txt per image (mirroring `file_name`) plus `classes.txt`.
+def coco_to_yolo(dataset: CocoDataset, out_dir: str | os.PathLike, repairs: Repairs | None = None,
+                 overwrite: bool = False) -> list[Path]:
+    """Write one YOLO box txt per image (mirroring `file_name`) plus `classes.txt` into `out_dir`.
 
     Class index = the contiguous index of `dataset.label_map`. Images without objects get
-    an empty file. Crowd annotations are skipped; boxes are clipped to the image and
-    skipped if nothing is left (YOLO cannot express them). Each file is written through a
-    temporary sibling and a rename. Returns the label files written (not `classes.txt`).
+    an empty file. `out_dir` must be empty or absent unless `overwrite`, which replaces
+    it whole (no old label file stays beside the new ones); it may not hold the dataset's
+    images or annotations file. The folder is written beside `out_dir`, then renamed into
+    place: a failure leaves the previous folder as it was.
+
+    YOLO box labels cannot hold segmentations or crowd regions: those are noted in
+    `repairs` (boxes of segmented objects are written, crowd annotations are not). A box
+    reaching outside its image is clipped only if `repairs.clip_boxes`, one without area
+    inside it dropped only if `repairs.drop_invalid`; else `RepairsNeeded` (nothing is
+    written). Returns the label files written (not `classes.txt`).
     """
-    out_dir = Path(out_dir)
+    repairs = Repairs() if repairs is None else repairs
+    out_dir = check_output_folder(out_dir, overwrite, [p for p in (dataset.image_dir, dataset.source) if p])
     label_map = dataset.label_map
-    targets: dict[Path, ImageRecord] = {}
+    label_files: dict[Path, ImageRecord] = {}
     for record in dataset.images:
-        target = out_dir / Path(record.file_name).with_suffix(".txt")
-        if target in targets:
-            raise DatasetError(f"images {targets[target].file_name!r} and {record.file_name!r} would both "
-                               f"write {target}: YOLO pairs labels with images by name")
-        targets[target] = record
-    written = []
-    for target, record in targets.items():
-        lines = [_yolo_box_line(label_map.index_of(a.category_id), a.box_xyxy, record)
-                 for a in record.annotations if not a.iscrowd]
-        write_text_atomic("".join(line for line in lines if line), target)
-        written.append(target)
-    write_text_atomic("".join(f"{name}\n" for name in label_map.names), out_dir / CLASSES_FILE)
-    return written
+        relative = Path(record.file_name).with_suffix(".txt")
+        if relative in label_files:
+            raise DatasetError(f"images {label_files[relative].file_name!r} and {record.file_name!r} would "
+                               f"both write {out_dir / relative}: YOLO pairs labels with images by name")
+        label_files[relative] = record
+    texts = {relative: "".join(_yolo_lines(record, label_map, repairs))
+             for relative, record in label_files.items()}
+    repairs.check()
+
+    def write(staging: Path) -> None:
+        for relative, text in texts.items():
+            (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+            (staging / relative).write_text(text, encoding="utf-8")
+        (staging / CLASSES_FILE).write_text("".join(f"{name}\n" for name in label_map.names), encoding="utf-8")
+
+    write_folder_atomic(out_dir, write, overwrite)
+    return [out_dir / relative for relative in label_files]
 
 
-def _yolo_box_line(class_index: int, box: tuple[float, float, float, float], record: ImageRecord) -> str:
-    """One `class cx cy w h` line, or '' if the box has no area inside the image."""
-    x0, x1 = np.clip([box[0], box[2]], 0, record.width)
-    y0, y1 = np.clip([box[1], box[3]], 0, record.height)
-    if x1 <= x0 or y1 <= y0:
+def _yolo_lines(record: ImageRecord, label_map: LabelMap, repairs: Repairs) -> list[str]:
+    """The `class cx cy w h` lines of one image's objects (crowds and boxes without area left out)."""
+    lines = []
+    for annotation in record.annotations:
+        where = f"annotation id {annotation.id} of {record.file_name}"
+        if annotation.iscrowd:
+            repairs.note(CROWDS_NOT_WRITTEN, where)
+            continue
+        if annotation.segmentation:
+            repairs.note(SEGMENTATIONS_NOT_WRITTEN, where)
+        line = _yolo_box_line(label_map.index_of(annotation.category_id), annotation.bbox, record,
+                              f"{where} bbox {[round(v, 2) for v in annotation.bbox]}", repairs)
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _yolo_box_line(class_index: int, bbox: tuple[float, float, float, float], record: ImageRecord,
+                   where: str, repairs: Repairs) -> str:
+    """One `class cx cy w h` line for a COCO `[x, y, w, h]` box, or '' for a box without
+    area inside the image (noted as `DROP_INVALID`); clipping is noted as `CLIP_BOXES`."""
+    x, y, w, h = bbox
+    if not (w > 0 and h > 0):
+        repairs.note(DROP_INVALID, f"{where}: width and height must be positive")
         return ""
+    edges = np.array([x, y, x + w, y + h])
+    clipped = np.clip(edges, 0, [record.width, record.height, record.width, record.height])
+    x0, y0, x1, y1 = clipped.tolist()
+    if x1 <= x0 or y1 <= y0:
+        repairs.note(DROP_INVALID, f"{where}: outside the {record.width}x{record.height} image")
+        return ""
+    if np.abs(edges - clipped).max() > BOX_SLACK_PX:
+        repairs.note(CLIP_BOXES, f"{where}: beyond the {record.width}x{record.height} image")
     numbers = ((x0 + x1) / 2 / record.width, (y0 + y1) / 2 / record.height,
                (x1 - x0) / record.width, (y1 - y0) / record.height)
     return f"{class_index} " + " ".join(f"{v:.{DECIMALS}f}" for v in numbers) + "\n"

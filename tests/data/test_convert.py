@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from detseg.data.coco import dataset_from_dict, decode_segmentation, load_coco, write_coco
 from detseg.data.convert import coco_to_yolo, masks_to_coco, voc_to_coco, yolo_to_coco
 from detseg.data.errors import DatasetError
+from detseg.data.repairs import INCLUDE_UNLABELED, Repairs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,7 +114,9 @@ def yolo_dir(tmp_path):
 
 
 def test_yolo_boxes_and_polygons_become_coco(yolo_dir, tmp_path):
-    payload = yolo_to_coco(yolo_dir / "labels", yolo_dir / "images", ["person", "car"])
+    repairs = Repairs(include_unlabeled=True)
+    payload = yolo_to_coco(yolo_dir / "labels", yolo_dir / "images", ["person", "car"], repairs)
+    assert repairs.made == {INCLUDE_UNLABELED: [str(yolo_dir / "images" / "unlabelled.png")]}
     assert [(i["file_name"], i["width"], i["height"]) for i in payload["images"]] == [
         ("a.png", 100, 50), ("empty.png", 10, 10), ("sub/b.jpg", 40, 20), ("unlabelled.png", 10, 10)]
     a, whole, triangle = payload["annotations"]
@@ -132,6 +135,7 @@ def test_yolo_boxes_and_polygons_become_coco(yolo_dir, tmp_path):
 
 
 def test_yolo_reads_classes_txt_when_no_names_are_given(yolo_dir):
+    (yolo_dir / "images" / "unlabelled.png").unlink()
     (yolo_dir / "labels" / "classes.txt").write_text("person\ncar\n\n")
     payload = yolo_to_coco(yolo_dir / "labels", yolo_dir / "images")
     assert [c["name"] for c in payload["categories"]] == ["person", "car"]
@@ -146,10 +150,11 @@ def test_yolo_reads_classes_txt_when_no_names_are_given(yolo_dir):
     ("-1 0.5 0.5 0.1 0.1", r"line 2: class index -1"),
     ("0 0.5 0.5 1.5 0.1", r"line 2: coordinates must be normalized"),
     ("car 0.5 0.5 0.1 0.1", r"line 2: expected an integer class"),
-    ("0 0.5 0.5 0 0.1", r"line 2: box width and height must be positive"),
+    ("0 0.5 0.5 0 0.1", r"line 2: width 0 and height 0.1 must be positive\): pass drop_invalid=True"),
     ("0 0.1 0.1 0.2 0.2 0.3", r"line 2: expected 5 numbers"),
 ])
 def test_yolo_errors_name_file_and_line(yolo_dir, line, message):
+    (yolo_dir / "images" / "unlabelled.png").unlink()
     bad = yolo_dir / "labels" / "a.txt"
     bad.write_text(f"0 0.5 0.5 0.1 0.1\n{line}\n")
     with pytest.raises(DatasetError, match=message) as error:
@@ -272,7 +277,7 @@ def test_coco_to_yolo_to_coco_keeps_boxes_within_half_a_pixel(tmp_path):
     # label map orders classes by COCO id: ant (3) is index 0, zebra (7) index 1
     assert (tmp_path / "yolo" / "classes.txt").read_text() == "ant\nzebra\n"
     assert len((tmp_path / "yolo" / "deep" / "q.txt").read_text().splitlines()) == 1  # crowd skipped
-    assert not list((tmp_path / "yolo").rglob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "yolo"]  # no temporary folder left
 
     back = yolo_to_coco(tmp_path / "yolo", tmp_path / "images")
     names = {c["id"]: c["name"] for c in back["categories"]}
@@ -301,7 +306,8 @@ def test_cli_converts_yolo_to_coco_in_a_subprocess(yolo_dir, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "detseg", "data", "convert", "--from", "yolo", "--input",
          str(yolo_dir / "labels"), "--images", str(yolo_dir / "images"), "--classes", "person,car",
-         "--out", str(out)], capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
+         "--include-unlabeled", "--overwrite", "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "4 images, 3 annotations, 2 categories" in result.stdout
     assert len(COCO(str(out)).getAnnIds()) == 3

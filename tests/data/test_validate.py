@@ -400,7 +400,7 @@ def test_cli_exit_codes_and_reports(dataset):
     images = str(path.parent.parent / "images")
     clean = _run_cli(str(path), "--images", images)
     assert clean.returncode == 0, clean.stderr
-    assert clean.stdout.strip() == "OK: 3 images, 4 annotations, 2 categories"
+    assert clean.stdout.splitlines() == [f"image folder: {images}", "OK: 3 images, 4 annotations, 2 categories"]
 
     payload["annotations"][0]["bbox"] = [4, 6, 70, 10]
     _write(payload, path)
