@@ -7,6 +7,12 @@ are exactly pycocotools'. What we add is read off the same `eval['precision']`
 and `eval['recall']` (`[T, K, A, M]`) arrays, reduced the way `summarize` reduces them:
 per-class AP, AP50, AP75, AR100 and precision-recall curves at IoU 0.5 and 0.75.
 
+Object areas (which decide the small / medium / large ranges) are pycocotools' own by
+default: `loadRes` takes a detection's area from its `bbox` when the results carry boxes,
+from its mask otherwise, even for segm. `segm_area="mask"` is detectron2's convention for
+segm: the results' boxes are set aside, so every detection's area is its mask's. The
+section says which was used (`object_areas`).
+
 pycocotools marks "nothing to measure" (no ground truth in that class or area range) as -1;
 we report those as `None` (JSON null, "n/a" in the report), except in `stats_raw`, which
 keeps pycocotools' 12 floats untouched.
@@ -15,11 +21,12 @@ keeps pycocotools' 12 floats untouched.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -28,12 +35,17 @@ from tqdm import tqdm
 
 from detseg.data.coco import CocoDataset, dataset_from_dict, default_image_dir, read_json
 from detseg.data.errors import DatasetError
-from detseg.evaluation.coco_results import IOU_TYPES, MAX_IDS_IN_MESSAGE, load_coco_results
+from detseg.evaluation.coco_results import (IOU_TYPES, MAX_IDS_IN_MESSAGE, ResultsSource, read_coco_results,
+                                           require_iou_type)
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 NOT_MEASURED = -1  # pycocotools' entry where there is no ground truth to measure against
 PR_IOU_THRESHOLDS = (0.5, 0.75)
-
+SEGM_AREA_PYCOCOTOOLS = "pycocotools"  # loadRes: box area when the results carry boxes
+SEGM_AREA_MASK = "mask"  # detectron2: mask area, the results' boxes set aside
+SEGM_AREAS = (SEGM_AREA_PYCOCOTOOLS, SEGM_AREA_MASK)
+OBJECT_AREAS_TEXT = {SEGM_AREA_PYCOCOTOOLS: "object areas: pycocotools default",
+                     SEGM_AREA_MASK: "object areas from masks (--segm-area mask)"}
 
 
 @dataclass(frozen=True)
@@ -62,17 +74,21 @@ def load_ground_truth(gt: GroundTruth) -> LoadedGroundTruth:
     return LoadedGroundTruth(dataset_from_dict(payload, default_image_dir(path), path), payload)
 
 
-def evaluate_coco(gt: GroundTruth, results: str | os.PathLike | Sequence[Mapping[str, Any]],
-                  iou_type: str = "bbox", progress: bool | None = None) -> dict[str, Any]:
+def evaluate_coco(gt: GroundTruth, results: ResultsSource, iou_type: str = "bbox",
+                  progress: bool | None = None, segm_area: str = SEGM_AREA_PYCOCOTOOLS) -> dict[str, Any]:
     """Evaluate COCO `results` against `gt` with pycocotools' COCOeval (default parameters).
 
     Args:
       gt: COCO instances JSON path, a `CocoDataset`, or `load_ground_truth`'s result.
-      results: COCO results JSON path or list (see `evaluation.coco_results`).
+      results: COCO results JSON path or list (see `evaluation.coco_results`), or
+        `read_coco_results`' result.
       iou_type: "bbox" or "segm".
       progress: progress bar on stderr; None shows it only on a terminal.
+      segm_area: "pycocotools" (default) or "mask": where segm detections' areas come
+        from (module docstring); no effect on bbox.
 
-    Returns a JSON-ready dict: `iou_type`, `num_images`, `num_detections`, `stats`
+    Returns a JSON-ready dict: `iou_type`, `num_images`, `num_detections`, `object_areas`
+    (segm only: `OBJECT_AREAS_TEXT`), `stats`
     (the 12 `STAT_NAMES` -> float, None where pycocotools gives -1), `stats_raw`
     (COCOeval.stats as 12 floats), `per_class` (one entry per category in COCO id order:
     `index`, `coco_id`, `name`, `num_gt`, `AP`, `AP50`, `AP75`, `AR100`, None without GT),
@@ -81,15 +97,19 @@ def evaluate_coco(gt: GroundTruth, results: str | os.PathLike | Sequence[Mapping
 
     Empty results are evaluated against an empty detection set built directly (pycocotools'
     `loadRes([])` raises): every stat with ground truth is 0, the rest are None.
-    Raises `DatasetError` for unreadable files and for detections whose image or
-    category ids the annotations do not have.
+    Raises `DatasetError` for unreadable files and for detections that break the rules of
+    `evaluation.results_checks` or lack what `iou_type` needs.
     """
     if iou_type not in IOU_TYPES:
         raise DatasetError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if segm_area not in SEGM_AREAS:
+        raise DatasetError(f"segm_area must be one of {SEGM_AREAS}, got {segm_area!r}")
     loaded = load_ground_truth(gt)
     dataset = loaded.dataset
     payload = _payload_for_pycocotools(loaded.payload, iou_type, dataset)
-    records = load_coco_results(results, dataset, iou_type)
+    checked = read_coco_results(results, dataset)
+    require_iou_type(checked, iou_type)
+    records = _records_for_load_res(checked.records, iou_type, segm_area)
     # pycocotools prints progress and the summary table to stdout: keep our stdout clean.
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = _indexed_coco(payload)
@@ -98,7 +118,7 @@ def evaluate_coco(gt: GroundTruth, results: str | os.PathLike | Sequence[Mapping
         _evaluate_with_progress(evaluator, iou_type, progress)
         evaluator.accumulate()
         evaluator.summarize()
-    return {
+    section = {
         "iou_type": iou_type,
         "num_images": len(evaluator.params.imgIds),
         "num_detections": len(records),
@@ -107,6 +127,17 @@ def evaluate_coco(gt: GroundTruth, results: str | os.PathLike | Sequence[Mapping
         "per_class": _per_class_metrics(evaluator, dataset),
         "pr_curves": _pr_curves(evaluator, dataset),
     }
+    if iou_type == "segm":
+        section["object_areas"] = OBJECT_AREAS_TEXT[segm_area]
+    return section
+
+
+def _records_for_load_res(records: list[dict[str, Any]], iou_type: str, segm_area: str) -> list[dict[str, Any]]:
+    """Fresh copies for `loadRes` (it mutates them), as a direct pycocotools run would get
+    them; for segm with `segm_area="mask"` without their boxes, so areas come from masks."""
+    drop_boxes = iou_type == "segm" and segm_area == SEGM_AREA_MASK
+    return [{k: copy.deepcopy(v) for k, v in record.items() if not (drop_boxes and k == "bbox")}
+            for record in records]
 
 
 def _payload_for_pycocotools(payload: dict[str, Any], iou_type: str, dataset: CocoDataset) -> dict[str, Any]:

@@ -14,8 +14,8 @@ evaluation serves a Keras model, an exported SavedModel or a model behind TF Ser
 from __future__ import annotations
 
 import copy
-import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -27,6 +27,7 @@ from detseg.core.atomic_files import write_json_atomic
 from detseg.core.contract import MASK_THRESHOLD, PAD_CLASS
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask, read_json
 from detseg.data.errors import DatasetError
+from detseg.evaluation.results_checks import checked_detections
 
 IOU_TYPES = ("bbox", "segm")
 MAX_IDS_IN_MESSAGE = 10
@@ -34,104 +35,81 @@ MAX_IDS_IN_MESSAGE = 10
 Results = list[dict[str, Any]]
 
 
-def load_coco_results(results: str | os.PathLike | Sequence[Mapping[str, Any]],
-                      dataset: CocoDataset, iou_type: str = "bbox") -> Results:
-    """Read (if a path) and check COCO results against `dataset`; return fresh copies.
+@dataclass(frozen=True)
+class CheckedResults:
+    """Detections read and checked once (`read_coco_results`), and where they came from,
+    so that each evaluation of them neither reads nor checks them again."""
 
-    The copies are safe to hand to pycocotools' `loadRes`, which mutates its input. For
-    `segm`, each record's `bbox` is dropped: COCO's segm results format has none, and
-    with one present `loadRes` would take detection areas from the box, not the mask.
-    For `bbox`, a record with only a mask gets its box from the mask.
+    records: Results
+    where: str
 
-    Raises `DatasetError` naming the file (or "results") and the record or ids at fault:
-    not a list, missing fields, non-finite scores, an RLE whose size is not its image's,
-    image ids or category ids the annotations do not have.
+
+ResultsSource = str | os.PathLike | Sequence[Mapping[str, Any]] | CheckedResults
+
+
+def read_coco_results(results: ResultsSource, dataset: CocoDataset) -> CheckedResults:
+    """Read (if a path) and check COCO results against `dataset` (`evaluation.results_checks`).
+
+    Raises `DatasetError` naming the file (or "results"), the detection (index and
+    image_id) and the field at fault.
     """
-    if iou_type not in IOU_TYPES:
-        raise DatasetError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    if isinstance(results, CheckedResults):
+        return results
     where = str(results) if isinstance(results, (str, os.PathLike)) else "results"
     records = read_json(results) if isinstance(results, (str, os.PathLike)) else results
-    if not isinstance(records, (list, tuple)):
-        raise DatasetError(f"{where}: COCO results must be a JSON list of detections, "
-                           f"got {type(records).__name__}")
-    sizes = {image.id: (image.height, image.width) for image in dataset.images}
-    checked = [_checked_record(i, record, iou_type, sizes, where) for i, record in enumerate(records)]
-    _check_known_ids(checked, dataset, where)
-    return checked
+    return CheckedResults(checked_detections(records, dataset, where), where)
 
 
-def _checked_record(index: int, record: Any, iou_type: str, sizes: dict[int, tuple[int, int]],
-                    where: str) -> dict[str, Any]:
-    at = f"{where}: detection {index}"
-    if not isinstance(record, Mapping):
-        raise DatasetError(f"{at}: must be an object, got {type(record).__name__}")
-    missing = [k for k in ("image_id", "category_id", "score") if k not in record]
-    if missing:
-        raise DatasetError(f"{at}: missing field(s) {missing}")
-    out = copy.deepcopy(dict(record))
-    try:
-        out["image_id"], out["category_id"] = int(record["image_id"]), int(record["category_id"])
-        out["score"] = float(record["score"])
-    except (TypeError, ValueError):
-        raise DatasetError(f"{at}: image_id, category_id and score must be numbers") from None
-    if not math.isfinite(out["score"]):
-        raise DatasetError(f"{at}: score is {out['score']}")
+def iou_types_in(results: CheckedResults) -> tuple[str, ...]:
+    """The IoU types a results list is made for: its segmentations -> "segm", its boxes and
+    segmentations -> both, boxes only (or no detection at all) -> "bbox"."""
+    with_masks = any("segmentation" in record for record in results.records)
+    with_boxes = any("bbox" in record for record in results.records)
+    if with_masks:
+        return ("bbox", "segm") if with_boxes else ("segm",)
+    return ("bbox",)
+
+
+def require_iou_type(results: CheckedResults, iou_type: str) -> None:
+    """Raise `DatasetError` unless every detection has what `iou_type` evaluation needs:
+    a segmentation for "segm"; a bbox, or a segmentation to take it from, for "bbox"."""
+    if iou_type not in IOU_TYPES:
+        raise DatasetError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     if iou_type == "segm":
-        if "segmentation" not in out:
-            raise DatasetError(f"{at}: segm evaluation needs a 'segmentation' (RLE) in every detection")
-        _check_rle(out["segmentation"], sizes.get(out["image_id"]), at)
-        out.pop("bbox", None)
-    elif "bbox" in out:  # a segmentation beside it plays no part in box evaluation
-        out["bbox"] = _checked_box(out["bbox"], at)
-    elif "segmentation" in out:
-        _check_rle(out["segmentation"], sizes.get(out["image_id"]), at)
-        out["bbox"] = [float(v) for v in coco_mask.toBbox(_rle_for_pycocotools(out["segmentation"]))]
-    else:
-        raise DatasetError(f"{at}: bbox evaluation needs a 'bbox' [x, y, w, h]")
-    return out
+        lacking = [i for i, record in enumerate(results.records) if "segmentation" not in record]
+        if lacking and len(lacking) == len(results.records):
+            raise DatasetError(f"{results.where}: segm (mask) evaluation needs segmentations, but the "
+                               f"detections hold boxes only; evaluate them with iou type bbox")
+        if lacking:
+            raise DatasetError(f"{_detection_name(results, lacking[0])}: segm evaluation needs a "
+                               f"'segmentation' in every detection")
+        return
+    for i, record in enumerate(results.records):
+        if "bbox" not in record and "segmentation" not in record:
+            raise DatasetError(f"{_detection_name(results, i)}: bbox evaluation needs a 'bbox' [x, y, w, h] "
+                               f"(or a segmentation to take it from)")
 
 
-def _checked_box(box: Any, at: str) -> list[float]:
-    try:
-        values = [float(v) for v in box]
-    except (TypeError, ValueError):
-        raise DatasetError(f"{at}: bbox must be 4 numbers [x, y, w, h], got {box!r}") from None
-    if len(values) != 4 or not all(math.isfinite(v) for v in values):
-        raise DatasetError(f"{at}: bbox must be 4 finite numbers [x, y, w, h], got {box!r}")
-    return values
+def _detection_name(results: CheckedResults, index: int) -> str:
+    return f"{results.where}: detection {index} (image_id {results.records[index]['image_id']})"
 
 
-def _check_rle(segmentation: Any, image_size: tuple[int, int] | None, at: str) -> None:
-    if not (isinstance(segmentation, Mapping) and "size" in segmentation and "counts" in segmentation):
-        raise DatasetError(f"{at}: segmentation must be a compressed RLE {{'size': [H, W], 'counts': ...}}")
-    if image_size is not None and tuple(int(v) for v in segmentation["size"]) != image_size:
-        raise DatasetError(f"{at}: RLE size {list(segmentation['size'])} is not its image's "
-                           f"[height, width] {list(image_size)}")
+def load_coco_results(results: ResultsSource, dataset: CocoDataset, iou_type: str = "bbox") -> Results:
+    """Checked copies of COCO results, ready for `iou_type` ("bbox" or "segm") use.
 
-
-def _rle_for_pycocotools(segmentation: Mapping[str, Any]) -> dict[str, Any]:
-    rle = dict(segmentation)
-    if isinstance(rle["counts"], str):
-        rle["counts"] = rle["counts"].encode("ascii")
-    return rle
-
-
-def _check_known_ids(records: Results, dataset: CocoDataset, where: str) -> None:
-    image_ids = {image.id for image in dataset.images}
-    category_ids = {category.id for category in dataset.categories}
-    unknown_images = sorted({r["image_id"] for r in records} - image_ids)
-    unknown_categories = sorted({r["category_id"] for r in records} - category_ids)
-    faults = []
-    if unknown_images:
-        faults.append(f"image id(s) {unknown_images[:MAX_IDS_IN_MESSAGE]}"
-                      + (f" and {len(unknown_images) - MAX_IDS_IN_MESSAGE} more"
-                         if len(unknown_images) > MAX_IDS_IN_MESSAGE else ""))
-    if unknown_categories:
-        faults.append(f"category id(s) {unknown_categories[:MAX_IDS_IN_MESSAGE]}")
-    if faults:
-        source = f" {dataset.source}" if dataset.source else ""
-        raise DatasetError(f"{where}: detections refer to {' and '.join(faults)} "
-                           f"that the annotations{source} do not have")
+    For "bbox", detections without a box (a masks-only file) get the box of their mask,
+    as pycocotools' `loadRes` derives it. Raises `DatasetError` as `read_coco_results` and
+    `require_iou_type` do.
+    """
+    checked = read_coco_results(results, dataset)
+    require_iou_type(checked, iou_type)
+    records = [copy.deepcopy(record) for record in checked.records]
+    if iou_type == "bbox":
+        for record in records:
+            if "bbox" not in record:
+                rle = {**record["segmentation"], "counts": record["segmentation"]["counts"].encode("ascii")}
+                record["bbox"] = [float(v) for v in coco_mask.toBbox(rle)]
+    return records
 
 
 def predictions_to_coco_results(image_ids: Sequence[int], predictions: Sequence[Mapping[str, Any]],
@@ -144,17 +122,20 @@ def predictions_to_coco_results(image_ids: Sequence[int], predictions: Sequence[
     `num_detections` (only the first that many rows count) and `masks` `[N, H, W]` in the
     original image's pixels (0/1, bool, or float probabilities thresholded at
     `MASK_THRESHOLD`). Boxes become COCO `[x, y, w, h]`, classes COCO category ids via
-    `label_map.coco_id`, masks compressed RLE with string counts.
+    `label_map.coco_id`, masks compressed RLE with string counts. A box of zero width or
+    height (a prediction clipped away at the image border) cannot match any object and is
+    not a valid COCO result: it is left out (`collect_coco_results` counts them).
     """
     if len(image_ids) != len(predictions):
         raise ValueError(f"{len(image_ids)} image ids but {len(predictions)} predictions")
     results: Results = []
     for image_id, prediction in zip(image_ids, predictions):
-        results.extend(_image_results(int(image_id), prediction, label_map))
+        results.extend(_image_results(int(image_id), prediction, label_map)[0])
     return results
 
 
-def _image_results(image_id: int, prediction: Mapping[str, Any], label_map: LabelMap) -> Results:
+def _image_results(image_id: int, prediction: Mapping[str, Any], label_map: LabelMap) -> tuple[Results, int]:
+    """One image's results, and how many zero-size boxes were left out."""
     boxes = np.asarray(prediction["boxes"], np.float64).reshape(-1, 4)
     scores = np.asarray(prediction["scores"], np.float64).reshape(-1)
     classes = np.asarray(prediction["classes"]).reshape(-1).astype(np.int64)
@@ -165,11 +146,14 @@ def _image_results(image_id: int, prediction: Mapping[str, Any], label_map: Labe
     if len(scores) < count or len(classes) < count or (masks is not None and len(masks) < count):
         raise ValueError(f"image {image_id}: boxes, scores, classes (and masks) have different "
                          f"lengths ({len(boxes)}, {len(scores)}, {len(classes)})")
-    out = []
+    out, zero_size = [], 0
     for row in range(count):
         if classes[row] == PAD_CLASS:
             continue
         x0, y0, x1, y1 = (float(v) for v in boxes[row])
+        if not (x1 > x0 and y1 > y0):
+            zero_size += 1
+            continue
         result = {"image_id": image_id, "category_id": label_map.coco_id(classes[row]),
                   "bbox": [x0, y0, x1 - x0, y1 - y0], "score": float(scores[row])}
         if masks is not None:
@@ -177,12 +161,13 @@ def _image_results(image_id: int, prediction: Mapping[str, Any], label_map: Labe
             binary = mask >= MASK_THRESHOLD if np.issubdtype(mask.dtype, np.floating) else mask != 0
             result["segmentation"] = encode_mask(binary.astype(np.uint8))
         out.append(result)
-    return out
+    return out, zero_size
 
 
 def collect_coco_results(predicted: Iterable[tuple[int, Mapping[str, Any]]], label_map: LabelMap,
-                         total: int | None = None, progress: bool | None = None) -> Results:
-    """Results from an iterable of `(image_id, predictions)`, as any predictor yields them.
+                         total: int | None = None, progress: bool | None = None) -> tuple[Results, int]:
+    """Results from an iterable of `(image_id, predictions)`, as any predictor yields them,
+    and the number of zero-size boxes left out (see `predictions_to_coco_results`).
 
     This is where a model, a SavedModel or a served model plugs in: it only has to yield
     one `(image_id, predictions)` pair per image (the prediction contract of
@@ -190,11 +175,14 @@ def collect_coco_results(predicted: Iterable[tuple[int, Mapping[str, Any]]], lab
     on a terminal).
     """
     results: Results = []
+    zero_size = 0
     bar = tqdm(predicted, total=total, desc="predicting", unit="img",
                disable=None if progress is None else not progress)
     for image_id, prediction in bar:
-        results.extend(_image_results(int(image_id), prediction, label_map))
-    return results
+        rows, dropped = _image_results(int(image_id), prediction, label_map)
+        results.extend(rows)
+        zero_size += dropped
+    return results, zero_size
 
 
 def write_coco_results(results: Results, path: str | os.PathLike) -> Path:

@@ -45,12 +45,14 @@ def dataset_summary(dataset: CocoDataset) -> dict[str, Any]:
     }
 
 
-def cocoeval_settings(iou_types: list[str]) -> dict[str, Any]:
-    """pycocotools' default parameters, as used (we never change them)."""
+def cocoeval_settings(iou_types: list[str], segm_area: str = "pycocotools") -> dict[str, Any]:
+    """pycocotools' default parameters, as used (we never change them), and where segm
+    detections' areas came from (`evaluation.coco_eval.SEGM_AREAS`)."""
     params = Params(iouType="bbox")
     return {
         "iou_types": list(iou_types),
         "evaluator": f"pycocotools {metadata.version('pycocotools')} COCOeval, default parameters",
+        **({"segm_object_areas": segm_area} if "segm" in iou_types else {}),
         "iou_thresholds": [round(float(t), 2) for t in params.iouThrs],
         "recall_thresholds": len(params.recThrs),
         "max_detections": list(params.maxDets),

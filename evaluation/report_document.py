@@ -39,7 +39,8 @@ def format_value(value: Any) -> str:
 
 def format_stats_table(section: dict[str, Any]) -> str:
     """The 12 COCO stats of one `evaluate_coco` section as aligned plain text."""
-    lines = [f"COCO {section['iou_type']}: {section['num_detections']} detections, {section['num_images']} images"]
+    lines = [f"COCO {section['iou_type']}: {section['num_detections']} detections, {section['num_images']} images"
+             + (f"; {section['object_areas']}" if section.get("object_areas") else "")]
     for name in STAT_NAMES:
         lines.append(f"  {name:<6} {format_value(section['stats'][name]):>6}  {STAT_DESCRIPTIONS[name]}")
     return "\n".join(lines)
@@ -87,7 +88,9 @@ def _coco_blocks(iou_type: str, section: dict[str, Any], plots: dict[str, Path])
     blocks: list[Block] = [
         Heading(f"COCO {iou_type} evaluation"),
         Paragraph(f"{section['num_detections']} detections on {section['num_images']} images; "
-                  "pycocotools COCOeval, default parameters. n/a: no ground truth to measure."),
+                  "pycocotools COCOeval, default parameters"
+                  + (f"; {section['object_areas']}" if section.get("object_areas") else "")
+                  + ". n/a: no ground truth to measure."),
         Table(["stat", "value", "meaning"],
               [[name, format_value(section["stats"][name]), STAT_DESCRIPTIONS[name]] for name in STAT_NAMES],
               "The 12 COCO stats", {1}),

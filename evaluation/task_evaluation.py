@@ -35,7 +35,7 @@ from detseg.core.contract import (BACKGROUND_NAME, CLASSIFICATION_LOCALIZATION, 
                                   SEMANTIC, SEMANTIC_BACKGROUND, TASKS)
 from detseg.data.coco import CocoDataset, LabelMap, encode_mask
 from detseg.data.errors import DatasetError
-from detseg.evaluation.coco_eval import GroundTruth, load_ground_truth
+from detseg.evaluation.coco_eval import SEGM_AREA_PYCOCOTOOLS, GroundTruth, load_ground_truth
 from detseg.evaluation.coco_results import Results
 from detseg.evaluation.detection_confusion import DEFAULT_IOU_THRESHOLD, DEFAULT_SCORE_THRESHOLD
 from detseg.evaluation.detection_report import evaluate_predictions
@@ -54,11 +54,12 @@ def evaluate_task_predictions(gt: GroundTruth, task: str, predicted: Predicted,
                               iou_types: Sequence[str] | None = None,
                               confusion_iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                               confusion_score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                              progress: bool | None = None) -> tuple[Results, dict[str, Any]]:
+                              progress: bool | None = None,
+                              segm_area: str = SEGM_AREA_PYCOCOTOOLS) -> tuple[Results, dict[str, Any]]:
     """Predictions of `task` (module docstring) -> (COCO results list, report dict).
 
     detection / instance: COCO `iou_types` (default bbox, + segm for instance) through
-    `evaluation.detection_report.evaluate_predictions`. semantic: the
+    `evaluation.detection_report.evaluate_predictions` (`segm_area` as `evaluate_coco`). semantic: the
     `SemanticSegmentationMetrics` report; results hold one RLE region per class and image.
     classification_localization: the `ClassificationLocalizationMetrics` report; results
     hold one detection per image. `model` names the predictor in the report. Raises
@@ -70,7 +71,7 @@ def evaluate_task_predictions(gt: GroundTruth, task: str, predicted: Predicted,
     checked = _with_checked_names(predicted, task, label_map)
     if task in IOU_TYPES_OF_TASK:
         return evaluate_predictions(loaded, checked, iou_types or IOU_TYPES_OF_TASK[task], model,
-                                    confusion_iou_threshold, confusion_score_threshold, progress)
+                                    confusion_iou_threshold, confusion_score_threshold, progress, segm_area)
     if task not in TASKS:
         raise DatasetError(f"unknown task {task!r}; expected one of {list(TASKS)}")
     if truths is None:

@@ -44,7 +44,7 @@ def test_evaluate_without_images_notes_and_skips_the_examples(coco_files, tmp_pa
 
 @pytest.mark.parametrize("fault, expected", [
     ("broken", r"broken.json: invalid JSON at line 1"),
-    ("unknown_ids", r"unknown_ids.json: detections refer to image id(s) [404]"),
+    ("unknown_ids", "unknown_ids.json: detection 12 (image_id 404): image_id 404 is not an image of"),
     ("missing", r"missing.json: file not found"),
 ])
 def test_bad_input_exits_2_with_one_line(coco_files, tmp_path, fault, expected):

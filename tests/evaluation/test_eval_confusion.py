@@ -79,5 +79,5 @@ def test_no_detections_means_every_object_is_missed(dataset):
 
 
 def test_unknown_category_is_an_error(dataset):
-    with pytest.raises(DatasetError, match=r"category id\(s\) \[5\]"):
+    with pytest.raises(DatasetError, match=r"detection 0 \(image_id 1\): category_id 5 is not a category"):
         detection_confusion_matrix(dataset, [_detection(1, 5, [0, 0, 1, 1], 0.9)])
