@@ -197,8 +197,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise DatasetError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except (UnicodeDecodeError, IsADirectoryError) as e:
-        raise DatasetError(f"{path}: not a readable JSON text file ({e})") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a folder, not a JSON file") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from None
 
 
 def default_image_dir(annotations_path: Path) -> Path:

@@ -120,3 +120,16 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
         write_coco({"images": [object()], "annotations": [], "categories": []}, target)
     assert json.loads(target.read_text())["images"][0]["id"] == 7  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_unreadable_json_files_are_named_in_plain_words(tmp_path):
+    with pytest.raises(DatasetError, match=r"is a folder, not a JSON file") as error:
+        load_coco(tmp_path)
+    assert "Errno" not in str(error.value)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"images": "caf\xe9"}')
+    with pytest.raises(DatasetError, match=r"latin\.json: not UTF-8 text \(bad byte at offset 15\)"):
+        load_coco(latin)
+    bom = tmp_path / "bom.json"
+    bom.write_bytes(b'\xef\xbb\xbf{"images": [], "annotations": [], "categories": []}')
+    assert load_coco(bom).images == []
