@@ -2,6 +2,10 @@
 
 Each converter returns a COCO instances dict (write it with `data.coco.write_coco`);
 `coco_to_yolo` writes YOLO label files. Category ids made by the converters are 1..C.
+
+No converter changes the data silently: a box to clip, an invalid box to drop or an
+unlabelled image to add raises `data.repairs.RepairsNeeded` (before anything is written)
+unless the caller's `data.repairs.Repairs` allows it; what was changed is noted there.
 """
 
 from detseg.data.convert.masks import masks_to_coco

@@ -5,8 +5,8 @@ Each line is one object, coordinates normalized to 0..1 by the image width/heigh
 - a box: `class cx cy w h` (centre, width, height);
 - a polygon (YOLO segment format): `class x1 y1 x2 y2 ... xn yn`, n >= 3.
 `class` is a 0-based index into the class list (`classes.txt`, one name per line);
-the COCO category id is `class + 1`. An image without a txt file, or with an empty
-one, has no objects.
+the COCO category id is `class + 1`. An empty txt file is an image without objects;
+an image without a txt file is added (without objects) only on request (`include_unlabeled`).
 """
 
 from __future__ import annotations
