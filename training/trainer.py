@@ -34,8 +34,8 @@ from detseg.training.pretrain import pretrain_backbone
 from detseg.training.run_directory import RunDirectory, RunState, resume_state
 from detseg.training.strategy import build_strategy, is_chief
 from detseg.training.training_data import resolve_training_data
-from detseg.training.transfer_stages import (TrainingSession, evaluate_model, final_model, run_stage1,
-                                             run_stage2)
+from detseg.training.transfer_stages import (TrainingSession, check_monitor_is_logged, evaluate_model,
+                                             final_model, run_stage1, run_stage2)
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callabl
     strategy = build_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy needs that
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TF
     family = FAMILIES[config.model.family]
+    check_monitor_is_logged(config, family.task)
     data = resolve_training_data(config)
     run_dir = RunDirectory(config.run_dir, writable=is_chief(strategy))
     state = resume_state(run_dir, config_fingerprint(config), restart)

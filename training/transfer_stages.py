@@ -29,8 +29,8 @@ from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks, weight
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
 from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                        diverged_error, patience_used_up, truncate_metrics)
-from detseg.training.config import TrainConfig
-from detseg.training.evaluation_callback import EvaluationCallback
+from detseg.training.config import ConfigError, TrainConfig
+from detseg.training.evaluation_callback import DEFAULT_PREFIX, LOGGED_METRICS, EvaluationCallback
 from detseg.training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
                                            extract_features)
 from detseg.training.model_family import ModelFamily
@@ -136,12 +136,14 @@ def run_stage1(session: TrainingSession, state: RunState) -> RunState:
     val_batches = feature_batches(val_features, levels, config.stage1.batch_size, False, config.seed)
     train_batches, steps = epoch_of_at_least(train_batches, config.stage1.min_steps_per_epoch, 1, session.log)
     with session.strategy.scope():
-        head_model = session.family.build_model(None, build_head_for(session, extractor),
-                                                config.model.head, session.image_size)
+        head = build_head_for(session, extractor)
+        head_model = session.family.build_model(None, head, config.model.head, session.image_size)
         _compile(session, head_model, config.stage1.lr, steps, config.stage1.epochs)
         _restore_if_resuming(session, head_model, state)
+    # The task metric needs pixels in: the frozen extractor with the head being trained.
+    pixel_model = session.family.build_model(extractor, head, config.model.head, session.image_size)
     return fit_stage(session, head_model, state, train_batches, val_batches, config.stage1.epochs,
-                     "stage1.lr")
+                     "stage1.lr", evaluated_model=pixel_model)
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -178,7 +180,7 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
         _compile(session, model, stage2.lr, steps, stage2.epochs)
         _restore_if_resuming(session, model, state)
     return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr",
-                     evaluated=True)
+                     evaluated_model=model)
 
 
 # ---------------------------------------------------------------------------- shared
@@ -235,11 +237,14 @@ def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batche
 
 
 def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, train_batches,
-              val_batches, epochs: int, lr_key: str, evaluated: bool = False) -> RunState:
+              val_batches, epochs: int, lr_key: str,
+              evaluated_model: keras.Model | None = None) -> RunState:
     """`fit` from `state.epochs_done` to `epochs` with the run's callbacks.
 
-    `evaluated` (stage 2, whose model takes pixels): with `eval.every` set, the task's
-    real metric on val is computed every N epochs, before the callbacks that log it.
+    `evaluated_model` (pixels in: the model itself in stage 2, the frozen backbone with
+    the head being trained in stage 1): with `eval.every` set, the task's real metric on
+    val is computed every N epochs, before the callbacks that log it, so early stopping
+    and the best checkpoint can follow it (`early_stopping.monitor: val_coco_AP`).
     """
     run_dir, early = session.run_dir, session.config.early_stopping
     checkpoint = StageCheckpoint(run_dir, state, early.monitor, early.mode,
@@ -249,10 +254,11 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     if run_dir.writable:
         truncate_metrics(run_dir.metrics_path, state.stage, state.epochs_done)
     callbacks = [nan_stop]
-    if evaluated and session.config.eval.every:
+    if evaluated_model is not None and session.config.eval.every:
         callbacks.append(EvaluationCallback(session.data.val, session.family.task, session.image_size,
                                             every=session.config.eval.every,
-                                            batch_size=session.config.eval.batch_size, log=session.log))
+                                            batch_size=session.config.eval.batch_size,
+                                            model=evaluated_model, log=session.log))
     callbacks += [MetricsCsv(run_dir.metrics_path, state.stage, run_dir.writable), checkpoint]
     if run_dir.writable:
         callbacks.append(ScalarEventLog(run_dir.tensorboard_dir(state.stage)))
@@ -269,6 +275,15 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     done = replace(checkpoint.state, stage_done=True)
     run_dir.write_state(done)
     return done
+
+
+def check_monitor_is_logged(config: TrainConfig, task: str) -> None:
+    """A task metric can be monitored only when it is computed after every epoch (before any work)."""
+    monitor, every = config.early_stopping.monitor, config.eval.every
+    task_metrics = [DEFAULT_PREFIX + name for name in LOGGED_METRICS[task]]
+    if monitor in task_metrics and every != 1:
+        raise ConfigError(f"early_stopping.monitor '{monitor}' is the task metric on val: it needs "
+                          f"eval.every: 1 (got {every}), or monitor val_loss")
 
 
 def final_model(session: TrainingSession, last_stage: int) -> keras.Model:
