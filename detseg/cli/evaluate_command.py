@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 IOU_TYPE_CHOICES = {"bbox": ("bbox",), "segm": ("segm",), "both": ("bbox", "segm")}
+SEGM_AREA_CHOICES = ("pycocotools", "mask")  # evaluation.coco_eval.SEGM_AREAS, without importing it
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,19 +28,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "DIR/report.json, DIR/report.md, DIR/report.html and DIR/plots/*.png.")
     p.add_argument("model_path", nargs="?", type=Path, default=None, metavar="MODEL",
                    help="a run directory (runs/<name>), a SavedModel version folder, or a base path "
-                        "holding numbered versions (the latest is evaluated)")
-    p.add_argument("--annotations", type=Path, required=True, help="ground truth: COCO instances JSON")
+                        "holding numbered versions (the latest is evaluated); default: none, give "
+                        "--predictions or --server instead")
+    p.add_argument("--annotations", type=Path, required=True, help="ground truth: COCO instances JSON (required)")
     p.add_argument("--predictions", type=Path, default=None,
-                   help="COCO results JSON: [{image_id, category_id, score, bbox and/or segmentation}]")
+                   help="COCO results JSON: [{image_id, category_id, score, bbox and/or segmentation}] "
+                        "(default: none, evaluate MODEL or --server)")
     p.add_argument("--server", default=None,
-                   help="evaluate a served model: http://host:8501 (REST) or grpc://host:8500")
-    p.add_argument("--model-name", dest="model_name", default=None, help="model name on the server")
+                   help="evaluate a served model: http://host:8501 (REST), grpc://host:8500 or host:8500 "
+                        "(gRPC) (default: none)")
+    p.add_argument("--model-name", dest="model_name", default=None,
+                   help="model name on the server (required with --server)")
     p.add_argument("--version", type=int, default=None, help="model version on the server (default: latest)")
-    p.add_argument("--out", type=Path, required=True, help="folder for the report")
+    p.add_argument("--out", type=Path, required=True, help="folder for the report (required)")
     p.add_argument("--images", type=Path, default=None,
                    help="image folder of --annotations (default: guessed from its location)")
     p.add_argument("--iou-type", choices=sorted(IOU_TYPE_CHOICES), default=None,
-                   help="box or mask IoU, or both (default: bbox for a results file; the model's task)")
+                   help="box or mask IoU, or both (default: a results file's content: segmentations -> "
+                        "segm, boxes and segmentations -> both, boxes only -> bbox; a model's task)")
+    p.add_argument("--segm-area", choices=SEGM_AREA_CHOICES, default="pycocotools",
+                   help="object areas of segm detections, which set the small/medium/large ranges: "
+                        "pycocotools (its loadRes: the results' box area when they carry boxes) or mask "
+                        "(detectron2's: each mask's area, the results' boxes set aside) (default: pycocotools)")
+    p.add_argument("--semantic-masks", type=Path, default=None, metavar="DIR",
+                   help="folder of semantic mask PNGs (DIR/<image stem>.png, value = COCO category id) "
+                        "that are a semantic model's ground truth, as data.semantic_masks in training "
+                        "(default: rendered from --annotations)")
     p.add_argument("--batch-size", type=int, default=8, help="images per model call (default 8)")
     p.add_argument("--confusion-iou", type=float, default=0.5,
                    help="IoU at which a detection matches an object in the confusion matrix (default 0.5)")
@@ -53,7 +67,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from detseg.workflows.evaluate import EvaluateArgumentsError, evaluate_model, evaluate_results_file
+    from detseg.workflows.evaluate import evaluate_model, evaluate_results_file
+
+    _check_arguments(args)
+    common = dict(images=args.images, description=args.model, confusion_iou=args.confusion_iou,
+                  confusion_score=args.confusion_score, examples=args.examples, segm_area=args.segm_area,
+                  iou_types=IOU_TYPE_CHOICES[args.iou_type] if args.iou_type else None, log=_note)
+    if args.predictions is not None:
+        evaluation = evaluate_results_file(args.annotations, args.predictions, args.out, **common)
+    else:
+        evaluation = evaluate_model(args.model_path, args.annotations, args.out, server=args.server,
+                                    model_name=args.model_name, version=args.version,
+                                    semantic_masks=args.semantic_masks, batch_size=args.batch_size, **common)
+        print(f"results: {evaluation.files['results']} ({evaluation.num_results} detections)")
+    _print_summary(evaluation)
+    return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Every flag checked in its own terms before anything heavy (TensorFlow) loads."""
+    from detseg.workflows.evaluate import EvaluateArgumentsError, server_address_problem
 
     sources = [name for name, given in (("MODEL", args.model_path), ("--predictions", args.predictions),
                                         ("--server", args.server)) if given is not None]
@@ -61,23 +94,31 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise EvaluateArgumentsError(
             "give exactly one of MODEL (run directory or SavedModel), --predictions RESULTS.json or "
             f"--server URL --model-name NAME" + (f"; got {' and '.join(sources)}" if sources else ""))
-    if args.model_name and not args.server:
-        raise EvaluateArgumentsError("--model-name goes with --server")
-    if args.batch_size < 1:
-        raise EvaluateArgumentsError(f"--batch-size must be positive, got {args.batch_size}")
-    common = dict(images=args.images, description=args.model, confusion_iou=args.confusion_iou,
-                  confusion_score=args.confusion_score, examples=args.examples, log=_note)
-    if args.predictions is not None:
-        evaluation = evaluate_results_file(args.annotations, args.predictions, args.out,
-                                           iou_types=IOU_TYPE_CHOICES[args.iou_type or "bbox"], **common)
-    else:
-        evaluation = evaluate_model(args.model_path, args.annotations, args.out, server=args.server,
-                                    model_name=args.model_name, version=args.version,
-                                    iou_types=IOU_TYPE_CHOICES[args.iou_type] if args.iou_type else None,
-                                    batch_size=args.batch_size, **common)
-        print(f"results: {evaluation.files['results']} ({evaluation.num_results} detections)")
-    _print_summary(evaluation)
-    return 0
+    if args.server is not None:
+        problem = server_address_problem(args.server)
+        if problem:
+            raise EvaluateArgumentsError(f"--server {args.server}: {problem}")
+        if not args.model_name:
+            raise EvaluateArgumentsError("--server needs --model-name NAME (the model's name on the server)")
+    for flag, given in (("--model-name", args.model_name), ("--version", args.version)):
+        if given is not None and args.server is None:
+            raise EvaluateArgumentsError(f"{flag} goes with --server")
+    if args.version is not None and args.version < 1:
+        raise EvaluateArgumentsError(f"--version must be >= 1, got {args.version}")
+    if args.semantic_masks is not None and args.predictions is not None:
+        raise EvaluateArgumentsError("--semantic-masks is the ground truth of a semantic model (MODEL or "
+                                     "--server); a --predictions file is scored against --annotations")
+    for flag, folder in (("--semantic-masks", args.semantic_masks), ("--images", args.images)):
+        if folder is not None and not folder.is_dir():
+            raise EvaluateArgumentsError(f"{flag} {folder}: no such folder")
+    if args.out.exists() and not args.out.is_dir():
+        raise EvaluateArgumentsError(f"--out {args.out}: exists and is not a folder")
+    for flag, value, low in (("--batch-size", args.batch_size, 1), ("--examples", args.examples, 0)):
+        if value < low:
+            raise EvaluateArgumentsError(f"{flag} must be >= {low}, got {value}")
+    for flag, value in (("--confusion-iou", args.confusion_iou), ("--confusion-score", args.confusion_score)):
+        if not 0 <= value <= 1:
+            raise EvaluateArgumentsError(f"{flag} must be between 0 and 1, got {value}")
 
 
 def _note(message: str) -> None:
