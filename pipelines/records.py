@@ -14,13 +14,21 @@ Target rules (documented here once; `pipelines.batch_contract` states the result
 - An image with more than `max_objects` objects keeps its `max_objects` largest (by box
   area, in annotation order) and is counted in `truncated_images`.
 - For "classification_localization", images without any object are excluded and counted.
+- Semantic targets come from the annotations (instance masks rendered into a label map),
+  unless the user names a folder of semantic mask PNGs (`with_semantic_masks`:
+  `data.semantic_masks` in a training config, `--semantic-masks` for `detseg evaluate`);
+  then `<folder>/<image stem>.png` (value = COCO category id, 0 background, 255 ignore)
+  is each image's truth, and a missing one is a bad image record. A folder is never
+  guessed from the layout: `images/` + `masks/` often holds INSTANCE masks.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -29,8 +37,39 @@ from detseg.data.coco import Annotation, CocoDataset, ImageRecord
 from detseg.data.errors import DatasetError
 from detseg.pipelines.image_check import image_file_problem
 
-SEMANTIC_MASK_DIR = "masks"  # beside the image folder: <root>/masks/<image stem>.png
 _LISTED_IN_SUMMARY = 10
+
+
+@dataclass
+class SemanticMaskDataset(CocoDataset):
+    """A `CocoDataset` whose semantic ground truth is a folder of mask PNGs the user named:
+    `semantic_mask_dir/<image stem>.png`. Build it with `with_semantic_masks`."""
+
+    semantic_mask_dir: Path | None = None
+
+    def subset(self, image_ids: Sequence[int]) -> "SemanticMaskDataset":
+        return with_semantic_masks(super().subset(image_ids), self.semantic_mask_dir)
+
+
+def with_semantic_masks(dataset: CocoDataset, mask_dir: str | os.PathLike | None,
+                        named_by: str = "semantic mask folder") -> CocoDataset:
+    """`dataset` with its semantic truth read from `mask_dir` (None: from the annotations).
+
+    Raises `DatasetError` when `mask_dir` is not a folder; `named_by` says who named it
+    (`data.semantic_masks`, `--semantic-masks`) in that message.
+    """
+    if mask_dir is None:
+        return dataset
+    folder = Path(mask_dir)
+    if not folder.is_dir():
+        raise DatasetError(f"{named_by} {folder}: no such folder")
+    return SemanticMaskDataset(dataset.images, dataset.categories, dataset.image_dir, dataset.source,
+                               dataset.info, semantic_mask_dir=folder)
+
+
+def semantic_mask_dir(dataset: CocoDataset) -> Path | None:
+    """The semantic mask folder the user named for `dataset`, or None (annotations)."""
+    return dataset.semantic_mask_dir if isinstance(dataset, SemanticMaskDataset) else None
 
 
 @dataclass(frozen=True)
@@ -39,7 +78,8 @@ class PreparedImage:
 
     `boxes` is `float32 [K, 4]` xyxy clipped to the image, `classes` `int32 [K]` contiguous
     indices, `annotations` the K matching records (for masks), `crowd` the crowd records,
-    `semantic_path` the semantic mask PNG if the dataset has one for this image.
+    `semantic_path` the semantic mask PNG when the user named a folder of them
+    (`with_semantic_masks`); None: semantic targets are rendered from `annotations`.
     """
 
     image_id: int
@@ -103,6 +143,7 @@ def prepare_images(dataset: CocoDataset, task: str, max_objects: int, skip_inval
         raise ValueError(f"max_objects must be at least 1, got {max_objects}")
     result = PreparedImages([], len(dataset.images), len(dataset.annotations), max_objects=max_objects)
     label_map = dataset.label_map
+    mask_dir = semantic_mask_dir(dataset) if task == SEMANTIC else None
 
     def fault(where: str, reason: str, bucket: list[SkippedRecord]) -> None:
         if not skip_invalid:
@@ -112,7 +153,7 @@ def prepare_images(dataset: CocoDataset, task: str, max_objects: int, skip_inval
 
     for record in dataset.images:
         path = dataset.image_path(record)
-        semantic_path = _semantic_mask_path(dataset, record) if task == SEMANTIC else None
+        semantic_path = mask_dir / f"{Path(record.file_name).stem}.png" if mask_dir is not None else None
         problem = _files_problem(record, path, semantic_path, check_files)
         if problem is not None:
             fault(str(path), problem, result.skipped_images)
@@ -145,6 +186,8 @@ def _files_problem(record: ImageRecord, path: Path, semantic_path: Path | None, 
     """Why the image (or its semantic mask PNG) cannot be used, or None."""
     if record.height <= 0 or record.width <= 0:
         return f"image record {record.id} has non-positive size {record.width}x{record.height}"
+    if semantic_path is not None and not semantic_path.is_file():
+        return f"semantic mask {semantic_path} not found (the semantic mask folder has none for this image)"
     if not check_files:
         return None
     problem = image_file_problem(path, record.height, record.width)
@@ -152,11 +195,6 @@ def _files_problem(record: ImageRecord, path: Path, semantic_path: Path | None, 
         reason = image_file_problem(semantic_path, record.height, record.width)
         problem = f"semantic mask {semantic_path}: {reason}" if reason else None
     return problem
-
-
-def _semantic_mask_path(dataset: CocoDataset, record: ImageRecord) -> Path | None:
-    candidate = dataset.image_dir.parent / SEMANTIC_MASK_DIR / f"{Path(record.file_name).stem}.png"
-    return candidate if candidate.is_file() else None
 
 
 def _annotation_problem(annotation: Annotation, record: ImageRecord, needs_mask: bool) -> str | None:

@@ -65,6 +65,7 @@ class DataConfig:
     val: str | None = None
     images: str | None = None
     synthetic: SyntheticDataConfig | None = None
+    semantic_masks: str | None = None  # folder of semantic mask PNGs; None: semantic truth from annotations
 
 
 @dataclass(frozen=True)

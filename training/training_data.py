@@ -1,4 +1,8 @@
-"""The `data` section of a config -> the train and val COCO datasets and their label map."""
+"""The `data` section of a config -> the train and val COCO datasets and their label map.
+
+`data.semantic_masks` names a folder of semantic mask PNGs (`<folder>/<image stem>.png`)
+used as both splits' semantic truth, as `detseg evaluate --semantic-masks` uses it;
+without it, semantic targets come from the annotations (`pipelines.records`)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from detseg.data.coco import CocoDataset, LabelMap, load_coco
 from detseg.data.errors import DatasetError
 from detseg.data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE, ensure_synthetic
+from detseg.pipelines.records import with_semantic_masks
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ def resolve_training_data(config) -> TrainingData:
     else:
         train = load_coco(data.train, data.images)
         val = load_coco(data.val, data.images)
+    train = with_semantic_masks(train, data.semantic_masks, "data.semantic_masks")
+    val = with_semantic_masks(val, data.semantic_masks, "data.semantic_masks")
     for split, dataset in (("train", train), ("val", val)):
         if not dataset.images:
             raise DatasetError(f"{dataset.source}: the {split} split has no images")

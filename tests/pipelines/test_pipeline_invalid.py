@@ -10,6 +10,7 @@ from PIL import Image
 from detseg.data.coco import load_coco, write_coco
 from detseg.data.errors import DatasetError
 from detseg.pipelines import build_dataset, build_eval_dataset
+from detseg.pipelines.records import with_semantic_masks
 
 CATEGORIES = [{"id": 1, "name": "thing"}]
 
@@ -112,7 +113,7 @@ def test_semantic_png_with_unknown_values_is_named(tmp_path):
     labels[:4] = 9  # not a category id
     Image.fromarray(labels).save(tmp_path / "masks" / "a.png")
     with pytest.raises(Exception, match=r"masks/a\.png: values \[9\]"):
-        next(iter(build_dataset(dataset, "semantic", 32, batch_size=1)))
+        next(iter(build_dataset(with_semantic_masks(dataset, tmp_path / "masks"), "semantic", 32, batch_size=1)))
 
 
 def test_grey_rgba_gif_bmp_and_jpeg_become_rgb(tmp_path):
