@@ -40,7 +40,7 @@ def test_command_prints_one_line_and_exits_2_without_traceback(tmp_path):
 
 def test_main_returns_exit_code_of_the_command(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-images", "0"]) == 2
-    assert "num_images" in capsys.readouterr().err
+    assert "--num-images must be >= 1" in capsys.readouterr().err  # the flag, not the parameter
     assert not (tmp_path / "s").exists()
 
 

@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from detseg.cli.arguments import int_at_least, output_folder
+
 DEMO_IMAGES = 400
 DEMO_IMAGE_SIZE = 256
 DEMO_SEED = 0
@@ -32,9 +34,13 @@ PREDICTED_IMAGES = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("demo", help="run the main job on the synthetic dataset")
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="folder for everything the demo writes")
-    p.add_argument("--seed", type=int, default=DEMO_SEED)
+    p = subparsers.add_parser("demo", help="run the main job on the synthetic dataset",
+                              description="Synthesize, validate, augment, train (cls+loc and YOLO), "
+                                          "evaluate, export, serve and predict, step by step; a rerun "
+                                          "reuses the dataset and the finished runs.")
+    p.add_argument("--out", type=output_folder, default=Path("demo_out"), help="folder for everything the demo writes")
+    p.add_argument("--seed", type=int_at_least(0), default=DEMO_SEED,
+                   help="seed of the dataset, augmentation and training")
     p.set_defaults(func=run_demo)
 
 

@@ -12,7 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from detseg.cli.arguments import existing_folder, existing_path, float_above, int_at_least
+
 STRATEGY_CHOICES = ("default", "mirrored", "multiworker")
+CONFIG_SUFFIXES = (".yaml", ".yml")
+WEIGHTS_SUFFIX = ".weights.h5"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a model from a YAML config file, or from the name of a config that ships "
                     "with detseg (e.g. `detseg train yolo_synthetic`, `detseg train smoke/yolo`). "
                     "Rerunning the same command continues an interrupted run from its last checkpoint.")
-    p.add_argument("config", metavar="CONFIG",
+    p.add_argument("config", metavar="CONFIG", type=config_argument,
                    help="a YAML config file (e.g. configs/clsloc_synthetic.yaml) or a packaged config "
                         "name (e.g. yolo_synthetic, smoke/yolo; an unknown name lists the packaged ones)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -39,17 +43,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a backbone as an image classifier on object crops of a COCO dataset or a "
                     "folder-per-class image set, and save the backbone weights for "
                     "`model.weights: <out>` (transfer learning with no internet).")
-    p.add_argument("--data", type=Path, required=True, help="COCO instances JSON, or a folder per class")
-    p.add_argument("--images", type=Path, default=None, help="image folder of the COCO file (default: guessed)")
+    p.add_argument("--data", type=existing_path, required=True, help="COCO instances JSON, or a folder per class")
+    p.add_argument("--images", type=existing_folder, default=None,
+                   help="image folder of the COCO file (default: guessed)")
     p.add_argument("--backbone", required=True, help="backbone name, e.g. tiny, mobilenet_v2, resnet50")
-    p.add_argument("--image-size", type=int, required=True, help="crop size in pixels (a multiple of 32)")
-    p.add_argument("--alpha", type=float, default=1.0, help="width multiplier (tiny, mobilenet_v2)")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True, help="weights file to write, ending in .weights.h5")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int_at_least(32), required=True,
+                   help="crop size in pixels (a multiple of 32)")
+    p.add_argument("--alpha", type=float_above(0.0), default=1.0, help="width multiplier (tiny, mobilenet_v2)")
+    p.add_argument("--epochs", type=int_at_least(1), required=True, help="passes over the crops")
+    p.add_argument("--out", type=weights_file, required=True, help="weights file to write, ending in .weights.h5")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32, help="crops per training step")
+    p.add_argument("--lr", type=float_above(0.0), default=1e-3, help="learning rate (Adam)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the split, shuffling and weights")
     p.set_defaults(func=_pretrain)
+
+
+def config_argument(text: str) -> str:
+    """A config file (checked here, before TensorFlow loads) or a packaged config's name
+    (looked up by the config loader, which lists the packaged ones when it is unknown)."""
+    path = Path(text)
+    if path.suffix in CONFIG_SUFFIXES and not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such config file" if not path.exists()
+                                         else f"{text}: is a folder, not a config file")
+    return text
+
+
+def weights_file(text: str) -> Path:
+    """Where `detseg pretrain` writes: a `.weights.h5` name (Keras' rule) in a folder or a new one."""
+    path = Path(text)
+    if not path.name.endswith(WEIGHTS_SUFFIX):
+        raise argparse.ArgumentTypeError(f"{text}: the weights file name must end in {WEIGHTS_SUFFIX}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name ending in {WEIGHTS_SUFFIX}")
+    return path
 
 
 def _train(args: argparse.Namespace) -> int:

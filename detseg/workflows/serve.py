@@ -7,18 +7,22 @@
 `detseg serve` parses `tensorflow_model_server`-style flags, calls `start_server`, and
 waits; a Python script (or a test) gets the `ModelServer` and stops it when done (it is
 also a context manager).
+
+Importing this module loads no TensorFlow (`model_entries` checks a base path or reads a
+models.config without it); `start_server` loads it.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from detseg.serving.batching import BatchingOptions
 from detseg.serving.model_config import ModelEntry, read_model_config
-from detseg.serving.rest_api import DEFAULT_MAX_BODY_BYTES
-from detseg.serving.server import ModelServer, ServerOptions
+
+if TYPE_CHECKING:
+    from detseg.serving.server import ModelServer
 
 DEFAULT_GRPC_PORT = 8500
 DEFAULT_REST_PORT = 8501
@@ -45,7 +49,7 @@ def start_server(model_base_path: str | os.PathLike | None = None, model_name: s
                  models: Sequence[ModelEntry] | None = None, host: str = "127.0.0.1",
                  rest_api_port: int | None = DEFAULT_REST_PORT, grpc_port: int | None = DEFAULT_GRPC_PORT,
                  batching: BatchingOptions | None = None, poll_interval_s: float = 1.0,
-                 max_request_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 max_request_bytes: int | None = None,
                  max_lifetime_s: float | None = None) -> ModelServer:
     """Load the models and open the ports; returns the started `ModelServer`.
 
@@ -54,8 +58,12 @@ def start_server(model_base_path: str | os.PathLike | None = None, model_name: s
 
     Ports as in `serving.server.ServerOptions`: 0 picks a free port, None turns that API
     off. `poll_interval_s` 0 loads the versions once; otherwise new versions are picked up
-    as they appear. Stop it with `server.stop()`.
+    as they appear. `max_request_bytes`: the largest REST body (None: the server's
+    default, `serving.rest_api.DEFAULT_MAX_BODY_BYTES`). Stop it with `server.stop()`.
     """
+    from detseg.serving.rest_api import DEFAULT_MAX_BODY_BYTES  # these load TensorFlow
+    from detseg.serving.server import ModelServer, ServerOptions
+
     for name, port in (("grpc_port", grpc_port), ("rest_api_port", rest_api_port)):
         if port is not None and port < 0:
             raise ValueError(f"{name} must be >= 0 (0 picks a free port, None turns that API off), got {port}")
@@ -67,7 +75,8 @@ def start_server(model_base_path: str | os.PathLike | None = None, model_name: s
         entries = model_entries(model_base_path, model_name, model_config_file)
     options = ServerOptions(host=host, port=grpc_port, rest_api_port=rest_api_port,
                             poll_interval_s=poll_interval_s, batching=batching,
-                            max_body_bytes=max_request_bytes, max_lifetime_s=max_lifetime_s)
+                            max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_request_bytes is None else max_request_bytes,
+                            max_lifetime_s=max_lifetime_s)
     return ModelServer(entries, options).start()
 
 
