@@ -234,13 +234,32 @@ def test_cli_evaluates_a_saved_model_base_path_and_a_served_model(setup, tmp_pat
 
 
 def test_cli_writes_the_semantic_report_of_a_served_segmenter(setup, tmp_path, capsys):
-    assert main(["evaluate", "--server", setup["server"].rest_url, "--model-name", "regions",
-                 "--annotations", str(setup["annotations"]), "--out", str(tmp_path), "--examples", "0"]) == 0
-    report = json.loads((tmp_path / "report.json").read_text())
+    """Truth from the annotations although masks/ beside images/ holds instance masks (as
+    `data convert --from masks --mask-kind instance` writes them); from --semantic-masks
+    when it names a folder."""
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    annotations = data / "annotations.json"
+    annotations.write_text(setup["annotations"].read_text())
+    for index, (height, width, x, y, w, h) in enumerate(IMAGES, start=1):
+        (data / "images" / f"{index}.png").symlink_to(setup["annotations"].parent / "images" / f"{index}.png")
+        for folder, value in ((data / "masks", 9001), (tmp_path / "semantic", 0)):
+            labels = np.zeros((height, width), np.uint16 if value > 255 else np.uint8)
+            if x is not None:
+                labels[y:y + h, x:x + w] = value  # semantic: every pixel background
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(labels).save(folder / f"{index}.png")
+    common = ["--server", setup["server"].rest_url, "--model-name", "regions", "--annotations", str(annotations),
+              "--examples", "0"]
+    assert main(["evaluate", *common, "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["kind"] == "semantic_segmentation" and report["semantic"]["mean_iou"] > 0.9
     assert "mean_iou" in capsys.readouterr().out
-    results = json.loads((tmp_path / "coco_results.json").read_text())
+    results = json.loads((tmp_path / "r" / "coco_results.json").read_text())
     assert {(r["image_id"], r["category_id"]) for r in results} == {(i, 9) for i in range(1, 6)}
+    assert main(["evaluate", *common, "--out", str(tmp_path / "s"), "--semantic-masks", str(tmp_path / "semantic")]) == 0
+    against_background = json.loads((tmp_path / "s" / "report.json").read_text())["semantic"]
+    assert against_background["mean_iou"] < 0.5  # the bright "bar" pixels are now all false positives
 
 
 @pytest.mark.parametrize("make_args, expected", [
