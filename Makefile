@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt pip setuptools wheel
-	$(BIN)/python -m pip install --quiet --no-build-isolation -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-build-isolation -c constraints.txt -e ".[dev,weights]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	@touch $(STAMP)
 

