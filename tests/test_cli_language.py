@@ -6,6 +6,7 @@ to the same rules without a new test.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -153,12 +154,16 @@ def test_closed_stdout_pipe_ends_quietly(tmp_path):
                             "--num-images", "4", "--image-size", "64"], capture_output=True, timeout=120, cwd=REPO)
     assert synth.returncode == 0, synth.stderr
     annotations = next((tmp_path / "s").rglob("*train*.json"))
-    process = subprocess.Popen([sys.executable, "-m", "detseg", "data", "stats", str(annotations), "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
-    process.stdout.close()  # the reader is gone before the first line (`| head -0`)
-    stderr = process.stderr.read().decode()
-    assert process.wait(timeout=120) in (0, 141)
-    assert stderr == ""  # no traceback, no "Exception ignored ... BrokenPipeError"
+    # `detseg data stats --json | head -0`, and help text (buffered, written at exit), with
+    # stdout buffered as in a user's shell (PYTHONUNBUFFERED would hide the exit-time flush).
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    for command in (["data", "stats", str(annotations), "--json"], ["data", "--help"]):
+        process = subprocess.Popen([sys.executable, "-m", "detseg", *command], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, cwd=REPO, env=env)
+        process.stdout.close()  # the reader is gone before the first line
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) in (0, 141), stderr
+        assert stderr == "", stderr  # no traceback, no "Exception ignored ... BrokenPipeError"
 
 
 @pytest.fixture(scope="module")
@@ -195,8 +200,8 @@ def test_noise_pattern_drops_tensorflow_lines_only():
     assert not any(NOISE.match(line) for line in kept)
 
 
-@pytest.mark.slow  # a second Python process imports TensorFlow: about 10 s
-def test_commands_print_no_tensorflow_noise_unless_verbose(tmp_path, tiny_saved_model):
+@pytest.mark.slow  # a second Python process imports TensorFlow: about 12 s
+def test_commands_print_no_tensorflow_noise(tmp_path, tiny_saved_model):
     image = tmp_path / "a.png"
     tf.io.write_file(str(image), tf.io.encode_png(tf.zeros([8, 8, 3], tf.uint8)))
     command = [sys.executable, "-m", "detseg", "predict", str(image), "--model", str(tiny_saved_model),
@@ -204,6 +209,6 @@ def test_commands_print_no_tensorflow_noise_unless_verbose(tmp_path, tiny_saved_
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out" / "a.json").read_text())["class_name"] == "thing"
-    assert done.stderr == "", done.stderr  # the machine's TF lines (cudart, cuInit, oneDNN...) are gone
-    verbose = subprocess.run([*command, "--verbose"], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert verbose.returncode == 0, verbose.stderr
+    # The machine's TF lines (cudart, cuInit, oneDNN, CPU instructions...) are gone; with
+    # DETSEG_DEBUG=1 (filter off) this test was seen to fail on the cudart/absl lines.
+    assert done.stderr == "", done.stderr

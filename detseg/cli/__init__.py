@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)  # imports no TensorFlow: bad arguments answer at once
     except SystemExit as done:  # --help, or an argument error already printed
-        return done.code if isinstance(done.code, int) else EXIT_ERROR
+        return _flushed(done.code if isinstance(done.code, int) else EXIT_ERROR)
     debug = bool(os.environ.get("DETSEG_DEBUG"))
     stderr_filter = None
     if not (debug or args.verbose):
@@ -70,9 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
         stderr_filter = quiet_tensorflow()
     try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
-        return code
+        return _flushed(int(args.func(args) or 0))
     except KeyboardInterrupt:
         print("detseg: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -86,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if stderr_filter is not None:
             stderr_filter.stop()
+
+
+def _flushed(code: int) -> int:
+    """`code`, once stdout is flushed: a closed pipe shows here, not at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 def _report(error: Exception, debug: bool) -> int:
