@@ -19,8 +19,6 @@ import argparse
 from pathlib import Path
 from typing import Callable, Iterator
 
-from detseg.training.run_directory import RunDirectory
-
 VERBOSE_HELP = "show TensorFlow's own log lines and warnings (also: DETSEG_DEBUG=1)"
 
 
@@ -152,6 +150,8 @@ def output_folder(text: str) -> Path:
 
 def run_directory(text: str) -> Path:
     """A finished run directory: config.yaml, label_map.json and model.keras present."""
+    from detseg.training.run_directory import RunDirectory  # the run's file names (no TensorFlow)
+
     path = existing_folder(text)
     run = RunDirectory(path)
     for required in (run.config_path, run.label_map_path, run.model_path):
