@@ -190,3 +190,49 @@ def test_without_the_weight_package_the_error_names_it(cache_dir, monkeypatch):
     monkeypatch.setitem(lite_weights.WEIGHT_PACKAGES, LITE0, absent)
     with pytest.raises(BackboneWeightsError, match=r"backbone 'efficientnet_lite0'.*not installed"):
         build_backbone(LITE0, (64, 64), weights="imagenet")
+
+
+FAMILY_SMOKE_CONFIGS = ("clsloc", "yolo", "ssd", "faster_rcnn", "mask_rcnn", "fcn", "unet")
+FAMILY_TEST_SIZE = 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family_name", FAMILY_SMOKE_CONFIGS)
+def test_every_family_fine_tunes_a_step_on_lite0_imagenet(family_name, cache_dir, synthetic_train):
+    """Each family's smoke model on ImageNet Lite0 (top 2 blocks unfrozen): one finite step."""
+    from detseg.pipelines.dataset import build_dataset
+    from detseg.training.config import load_config
+    from detseg.training.families import FAMILIES
+
+    config = load_config(f"smoke/{family_name}", [f"model.backbone={LITE0}", "model.weights=imagenet",
+                                                  f"model.image_size={FAMILY_TEST_SIZE}"])
+    family, head_config = FAMILIES[config.model.family], config.model.head
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone(LITE0, (FAMILY_TEST_SIZE, FAMILY_TEST_SIZE), weights="imagenet")
+    shapes = {level: tuple(int(d) for d in backbone.output[level].shape[1:]) for level in family.bottleneck_levels}
+    head = family.build_head(shapes, synthetic_train.label_map.num_classes, head_config)
+    model = family.build_model(backbone, head, head_config, FAMILY_TEST_SIZE)
+    unfreeze_top_blocks(backbone, 2)
+    # Eager: one step costs less than tracing and compiling the training function.
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True, **family.compile_kwargs(head_config))
+    x, y = next(iter(build_dataset(synthetic_train, family.task, FAMILY_TEST_SIZE, 4)))
+    top, bottom = backbone.get_layer("top_conv").kernel, backbone.get_layer("stem_conv").kernel
+    trainable = {id(weight) for weight in model.trainable_weights}
+    assert id(top) in trainable and id(bottom) not in trainable
+    bottom_before = bottom.numpy().copy()
+    losses = model.train_on_batch(x, y, return_dict=True)
+    assert losses and all(np.isfinite(value) for value in losses.values()), losses
+    np.testing.assert_array_equal(bottom.numpy(), bottom_before)
+
+
+@pytest.mark.parametrize("family_name", FAMILY_SMOKE_CONFIGS)
+def test_lite0_configs_load_with_imagenet_weights_and_frozen_batchnorm(family_name):
+    from detseg.training.config import load_config
+    from detseg.training.families import FAMILIES
+    from detseg.training.transfer_stages import check_monitor_is_logged
+
+    config = load_config(f"{family_name}_lite0")  # the packaged copy
+    assert (config.model.family, config.model.backbone, config.model.weights) == (family_name, LITE0, "imagenet")
+    assert config.stage1.epochs > 0 and config.stage2.batchnorm == "frozen"
+    assert config.stage2.lr < config.stage1.lr
+    check_monitor_is_logged(config, FAMILIES[family_name].task)
