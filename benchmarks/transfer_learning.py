@@ -1,201 +1,214 @@
-"""What each transfer-learning stage buys: cls+loc accuracy after the same CPU time.
+"""What each transfer-learning stage buys, with EfficientNet-Lite0's ImageNet weights: metric vs CPU time.
 
-    .venv/bin/python benchmarks/transfer_learning.py --minutes 3
-    .venv/bin/python benchmarks/transfer_learning.py --minutes 1 --num-images 300   # quick look
+    .venv/bin/python benchmarks/transfer_learning.py --out runs/bench_transfer   # ~40 min on a loaded 2-core CPU
+    .venv/bin/python benchmarks/transfer_learning.py --tasks clsloc --clsloc-budget-cpu-s 40 \
+        --clsloc-images 300 --eval-every-cpu-s 10 --out runs/bench_transfer_quick     # quick look
 
-On the synthetic shapes set (`data.synthetic`), classification + localization of each
-image's largest object, tiny backbone, three ways, each given the same budget of
+Two tasks on the synthetic shapes set (`data.synthetic`): classification + localization
+of the single object of each image (`--max-shapes 1 --min-shape-size 0.15`, as
+`configs/clsloc_synthetic.yaml`), and YOLO detection on the multi-object set (the
+synthetic defaults, as `configs/yolo_synthetic.yaml`). For each task, side by side in
+one run, every variant gets the same budget of counted CPU seconds of this process
+(`resource.getrusage`: on a shared machine CPU time stays fair where wall time does not;
+evaluation is not counted, nor is the first step of each `fit`, which traces the training
+graph: a one-off cost of tens of CPU-s for lite0, recorded as `first_step_cpu_s`):
 
-    budget = --minutes * 60 * cores  CPU-seconds of this process
+(a) from scratch: random efficientnet_lite0 + head, everything trains (BatchNorm too);
+(b) bottleneck head only: ImageNet lite0, frozen, runs once over the train images (that
+    pass counts), then the head trains on the cached features;
+(c) bottleneck then fine-tuning: (b) until `--stage1-share` of the budget (the same run:
+    (c) continues from (b)'s head at that moment), then the top `--unfreeze` blocks train
+    with the head, BatchNorm frozen, at `--fine-tune-lr-factor` x the learning rate;
+(d) as (c), BatchNorm of the unfrozen blocks trains too;
+(ref) today's `tiny` backbone from `detseg pretrain` on the train split's object crops
+    (pretraining not counted), with the shipped configs' recipe: bottleneck for the same
+    share, then every block with BatchNorm training at the full learning rate.
 
-(CPU time, not wall-clock, so the comparison stays fair on a shared machine):
-
-(a) from scratch: random backbone + head, everything trained (BatchNorm included);
-(b) bottleneck only: the pretrained backbone, frozen, runs once over the train images
-    (that pass counts against the budget), then the head trains on the cached features;
-(c) bottleneck then fine-tuning: (b) for `--stage1-share` of the budget, then the top
-    `--unfreeze` blocks train with the head (BatchNorm frozen) at a 10x lower rate;
-(d) as (c), BatchNorm of the unfrozen blocks trained too (`stage2.batchnorm: train`).
-
-The data is the single-object variant of the synthetic set by default (`--max-shapes 1
---min-shape-size 0.15`, as `configs/clsloc_synthetic.yaml`); `--max-shapes 6
---min-shape-size 0.04` is the default multi-object set.
-
-The pretrained backbone comes from `detseg pretrain` on object crops of the TRAIN split
-(`training.pretrain.pretrain_backbone`; not counted in the budget), or from `--pretrained`.
-Every variant is scored by `training.clsloc_family.evaluate` (evaluation's metrics) on the
-val split. Prints one table; writes it as JSON to `--out/results.json`.
+Every `--eval-every-cpu-s` counted CPU seconds the val split is scored by the library's
+`training.evaluation_callback.EvaluationCallback` (cls+loc: localization accuracy and box
+mIoU; YOLO: pycocotools' AP50 and AP). Writes `--out/results.json` and
+`--out/transfer_<task>.png` (metric vs CPU seconds, one line per variant), and prints a
+table of each variant's metric at a few budgets with its ratio to (a).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
-import resource
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from detseg.core.contract import CLASSIFICATION_LOCALIZATION  # noqa: E402
+from detseg.core.atomic_files import write_file_atomic, write_json_atomic  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
-from detseg.data.synthetic import ensure_synthetic  # noqa: E402
-from detseg.models.backbones.registry import build_backbone, feature_shape  # noqa: E402
-from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks  # noqa: E402
+from detseg.data.synthetic import MAX_SHAPES, MIN_SHAPE_SIZE, ensure_synthetic  # noqa: E402
+from detseg.models.yolo.head import YoloHeadConfig  # noqa: E402
 from detseg.pipelines.augment import AugmentConfig  # noqa: E402
-from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from detseg.training.clsloc_family import ClsLocHeadConfig, build_head, build_model, evaluate  # noqa: E402
-from detseg.training.feature_cache import CachedFeatures, extract_features  # noqa: E402
+from detseg.training.clsloc_family import ClsLocHeadConfig  # noqa: E402
+from detseg.training.families import FAMILIES  # noqa: E402
 from detseg.training.pretrain import pretrain_backbone  # noqa: E402
-from detseg.training.transfer_stages import feature_batches  # noqa: E402
+from transfer_variants import Bench, Curve, bottleneck, fine_tune, from_scratch  # noqa: E402
 
-BACKBONE = "tiny"
-TASK = CLASSIFICATION_LOCALIZATION
-MANY_EPOCHS = 100_000  # fit runs until the CPU budget callback stops it
-FINE_TUNE_LR_FACTOR = 0.1
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class CpuBudget(keras.callbacks.Callback):
-    """Stops `fit` once this process has used `deadline` CPU-seconds in total."""
-
-    def __init__(self, deadline: float):
-        super().__init__()
-        self.deadline = deadline
-        self.steps = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if cpu_seconds() >= self.deadline:
-            self.model.stop_training = True
+BACKBONE = "efficientnet_lite0"
+REFERENCE_BACKBONE = "tiny"
+# Per task: family, synthetic set, head, the tiny reference's width (as the shipped
+# configs), and the metrics plotted (the first one is the table's).
+TASKS = {
+    "clsloc": dict(family="clsloc", max_shapes=1, min_shape_size=0.15, tiny_alpha=1.0,
+                   head=ClsLocHeadConfig(hidden_units=128, dropout=0.1),
+                   metrics=("loc_accuracy", "box_mIoU")),
+    "yolo": dict(family="yolo", max_shapes=MAX_SHAPES, min_shape_size=MIN_SHAPE_SIZE, tiny_alpha=2.0,
+                 head=YoloHeadConfig(), metrics=("coco_AP50", "coco_AP")),
+}
+VARIANTS = ("(a) scratch", "(b) bottleneck", "(c) fine-tune, BN frozen", "(d) fine-tune, BN trains",
+            "(ref) tiny, detseg pretrain")
+BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=3.0, help="wall-clock minutes per variant on an idle machine")
-    parser.add_argument("--num-images", type=int, default=1000)
-    parser.add_argument("--max-shapes", type=int, default=1, help="most shapes per synthetic image")
-    parser.add_argument("--min-shape-size", type=float, default=0.15, help="smallest shape, fraction of the side")
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--unfreeze", default="all", help="blocks fine-tuned in (c): a number or 'all'")
-    parser.add_argument("--stage1-share", type=float, default=0.3, help="share of (c)'s budget for its stage 1")
-    parser.add_argument("--pretrained", type=Path, default=None, help="a backbone .weights.h5 (default: pretrain one)")
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--tasks", default="clsloc,yolo", help="comma-separated, of: clsloc, yolo")
+    for task, size, images, budget in (("clsloc", 128, 500, 45.0), ("yolo", 192, 300, 75.0)):
+        parser.add_argument(f"--{task}-size", type=int, default=size, help="model input side, px")
+        parser.add_argument(f"--{task}-images", type=int, default=images, help="synthetic images (70%% train)")
+        parser.add_argument(f"--{task}-budget-cpu-s", type=float, default=budget, help="CPU-s per variant")
+    parser.add_argument("--eval-every-cpu-s", type=float, default=15.0, help="evaluate every N counted CPU-s")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (scratch, heads)")
+    parser.add_argument("--fine-tune-lr-factor", type=float, default=0.1, help="(c)/(d) lr = factor x --lr")
+    parser.add_argument("--unfreeze", default="all", help="blocks fine-tuned in (c)/(d): a number or 'all'")
+    parser.add_argument("--stage1-share", type=float, default=0.4, help="share of the budget for stage 1")
+    parser.add_argument("--pretrain-epochs", type=int, default=10, help="detseg pretrain epochs for (ref)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_transfer"))
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    for task in args.tasks:
+        if task not in TASKS:
+            parser.error(f"--tasks: unknown task {task!r}; expected some of {', '.join(TASKS)}")
+    if not 0.0 < args.stage1_share < 1.0:
+        parser.error(f"--stage1-share: expected a number between 0 and 1, got {args.stage1_share}")
+    if args.unfreeze != "all":
+        args.unfreeze = int(args.unfreeze)
+    return args
 
 
-class Bench:
-    """Datasets, head options and the budget shared by the three variants."""
-
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        paths = ensure_synthetic(args.out / "synthetic", num_images=args.num_images, image_size=args.image_size,
-                                 max_shapes=args.max_shapes, min_shape_size=args.min_shape_size)
-        self.train, self.val = load_coco(paths["train"]), load_coco(paths["val"])
-        self.paths = paths
-        self.head_config = ClsLocHeadConfig(hidden_units=128, dropout=0.1)
-        self.budget = args.minutes * 60 * (os.cpu_count() or 1)
-        self.size = args.image_size
-
-    def batches(self, augment: bool):
-        return build_dataset(self.train, TASK, self.size, self.args.batch_size,
-                             augment=AugmentConfig(crop=0.0, blur=0.0) if augment else None,
-                             shuffle=True, seed=0)
-
-    def val_batches(self):
-        return build_dataset(self.val, TASK, self.size, self.args.batch_size)
-
-    def backbone(self, weights):
-        keras.utils.set_random_seed(0)
-        return build_backbone(BACKBONE, (self.size, self.size), None if weights is None else str(weights))
-
-    def head(self, backbone):
-        keras.utils.set_random_seed(1)
-        return build_head({"P5": feature_shape(backbone, "P5")}, self.train.label_map.num_classes, self.head_config)
-
-    def fit(self, model, batches, lr: float, deadline: float) -> int:
-        model.compile(keras.optimizers.Adam(lr))
-        budget = CpuBudget(deadline)
-        model.fit(batches, epochs=MANY_EPOCHS, callbacks=[budget], verbose=0)
-        return budget.steps
-
-    def score(self, model) -> dict:
-        eval_batches = build_eval_dataset(self.val, TASK, self.size, self.args.batch_size, with_targets=True)
-        return evaluate(model, eval_batches, self.train.label_map)
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
-def from_scratch(bench: Bench) -> dict:
-    start = cpu_seconds()
-    backbone = bench.backbone(None)
-    model = build_model(backbone, bench.head(backbone), bench.head_config, bench.size)
-    steps = bench.fit(model, bench.batches(augment=True), bench.args.lr, start + bench.budget)
-    return {"steps": steps, "cpu_s": cpu_seconds() - start, **bench.score(model)}
+def make_bench(args, task: str) -> tuple[Bench, dict]:
+    spec = TASKS[task]
+    size = getattr(args, f"{task}_size")
+    paths = ensure_synthetic(args.out / f"synthetic_{task}", num_images=getattr(args, f"{task}_images"),
+                             image_size=max(size, 128), max_shapes=spec["max_shapes"],
+                             min_shape_size=spec["min_shape_size"])
+    bench = Bench(family=FAMILIES[spec["family"]], head_config=spec["head"], train=load_coco(paths["train"]),
+                  val=load_coco(paths["val"]), image_size=size, batch_size=args.batch_size,
+                  budget=getattr(args, f"{task}_budget_cpu_s"), eval_every=args.eval_every_cpu_s, lr=args.lr,
+                  augment=AugmentConfig(crop=0.0, blur=0.0))
+    return bench, paths
 
 
-def bottleneck(bench: Bench, weights: Path, share: float = 1.0) -> tuple[dict, keras.Model, keras.Model]:
-    start = cpu_seconds()
-    backbone = bench.backbone(weights)
-    freeze(backbone)
-    features, targets = extract_features(backbone, build_dataset(bench.train, TASK, bench.size, 32), ("P5",))
-    cached = CachedFeatures(features, targets, key="in-memory")
-    head = bench.head(backbone)
-    head_model = build_model(None, head, bench.head_config, bench.size)
-    steps = bench.fit(head_model, feature_batches(cached, ("P5",), bench.args.batch_size, True, 0),
-                      bench.args.lr, start + bench.budget * share)
-    model = build_model(backbone, head, bench.head_config, bench.size)
-    return {"steps": steps, "cpu_s": cpu_seconds() - start}, model, backbone
+def run_task(args, task: str) -> dict:
+    bench, paths = make_bench(args, task)
+    share, alpha = args.stage1_share * bench.budget, TASKS[task]["tiny_alpha"]
+    log(f"{task}: {len(bench.train.images)} train / {len(bench.val.images)} val images, "
+        f"{bench.image_size} px, {bench.budget:.0f} CPU-s per variant")
+    curves: dict[str, Curve] = {}
+    log(f"{task}: {VARIANTS[0]}")
+    curves[VARIANTS[0]] = from_scratch(bench, BACKBONE)
+    log(f"{task}: {VARIANTS[1]}")
+    curves[VARIANTS[1]], snapshot = bottleneck(bench, BACKBONE, "imagenet", bench.budget, snapshot_at=share)
+    fine_lr = args.lr * args.fine_tune_lr_factor
+    for name, train_batchnorm in ((VARIANTS[2], False), (VARIANTS[3], True)):
+        log(f"{task}: {name}")
+        curves[name] = fine_tune(bench, snapshot, BACKBONE, "imagenet", fine_lr, args.unfreeze, train_batchnorm)
+    log(f"{task}: {VARIANTS[4]}: pretraining (not counted)")
+    weights = args.out / f"pretrained_{task}" / f"{REFERENCE_BACKBONE}.weights.h5"
+    pretrain_backbone(paths["train"], REFERENCE_BACKBONE, 64, args.pretrain_epochs, weights, alpha=alpha,
+                      verbose=0, log=log)
+    _, ref_snapshot = bottleneck(bench, REFERENCE_BACKBONE, weights, share, alpha=alpha)
+    curves[VARIANTS[4]] = fine_tune(bench, ref_snapshot, REFERENCE_BACKBONE, weights, args.lr, "all", True,
+                                    alpha=alpha)
+    return {"image_size": bench.image_size, "train_images": len(bench.train.images),
+            "val_images": len(bench.val.images), "budget_cpu_s": bench.budget,
+            "metrics": list(TASKS[task]["metrics"]),
+            "curves": {name: {"steps": curve.steps, "first_step_cpu_s": curve.first_step_cpu_s,
+                              "points": curve.points} for name, curve in curves.items()}}
 
 
-def bottleneck_then_fine_tune(bench: Bench, weights: Path, train_batchnorm: bool = False) -> dict:
-    start = cpu_seconds()
-    stage1, model, backbone = bottleneck(bench, weights, share=bench.args.stage1_share)
-    unfreeze = bench.args.unfreeze if bench.args.unfreeze == "all" else int(bench.args.unfreeze)
-    unfreeze_top_blocks(backbone, unfreeze, train_batchnorm=train_batchnorm)
-    steps = bench.fit(model, bench.batches(augment=True), bench.args.lr * FINE_TUNE_LR_FACTOR,
-                      start + bench.budget)
-    return {"steps": stage1["steps"] + steps, "stage1_steps": stage1["steps"],
-            "cpu_s": cpu_seconds() - start, **bench.score(model)}
+def value_at(points: list[dict], metric: str, cpu_s: float, slack: float) -> float:
+    """The metric of the last evaluation at or before `cpu_s` (+ `slack`: they run one step past a mark)."""
+    values = [point[metric] for point in points if point["cpu_s"] <= cpu_s + slack]
+    return values[-1] if values else math.nan
+
+
+def first_reaching(points: list[dict], metric: str, target: float) -> float:
+    return next((point["cpu_s"] for point in points if point[metric] >= target), math.nan)
+
+
+def summary_table(task: str, result: dict, eval_every: float) -> str:
+    metric, budget, curves = result["metrics"][0], result["budget_cpu_s"], result["curves"]
+    marks = [fraction * budget for fraction in BUDGET_FRACTIONS]
+    slack = 0.25 * eval_every
+    scratch = curves[VARIANTS[0]]["points"]
+    scratch_final = scratch[-1][metric]
+    header = " | ".join(f"{metric} @{mark:.0f} CPU-s" for mark in marks)
+    lines = [f"{task}: {result['train_images']} train / {result['val_images']} val images, "
+             f"{result['image_size']} px, {budget:.0f} CPU-s per variant",
+             f"| variant | steps | {header} | x (a) at {budget:.0f} | CPU-s to reach (a)'s final |",
+             "|---|---" + "|---" * len(marks) + "|---|---|"]
+    for name, curve in curves.items():
+        values = [value_at(curve["points"], metric, mark, slack) for mark in marks]
+        final = curve["points"][-1][metric]
+        ratio = final / scratch_final if scratch_final > 0 else math.nan
+        reach = first_reaching(curve["points"], metric, scratch_final)
+        cells = " | ".join(f"{value:.3f}" for value in values)
+        lines.append(f"| {name} | {curve['steps']} | {cells} | {ratio:.2f} | {reach:.0f} |")
+    return "\n".join(lines)
+
+
+def plot_task(task: str, result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = result["metrics"]
+    figure, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2))
+    for axis, metric in zip(axes, metrics):
+        for name, curve in result["curves"].items():
+            points = curve["points"]
+            axis.plot([p["cpu_s"] for p in points], [p[metric] for p in points], marker="o", markersize=3,
+                      label=name)
+        axis.set_xlabel("CPU seconds of training (evaluation not counted)")
+        axis.set_ylabel(f"val {metric}")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(f"{task}: {BACKBONE} (ImageNet) vs from scratch, {result['image_size']} px, "
+                    f"{result['train_images']} train images")
+    figure.tight_layout()
+    write_file_atomic(path, lambda temporary: figure.savefig(temporary, dpi=90, format="png"))
+    plt.close(figure)
 
 
 def main() -> None:
     args = parse_args()
     tf.config.experimental.enable_op_determinism()
-    bench = Bench(args)
-    weights = args.pretrained
-    if weights is None:
-        weights = args.out / "pretrained" / f"{BACKBONE}.weights.h5"
-        start = cpu_seconds()
-        pretrain_backbone(bench.paths["train"], BACKBONE, 64, args.pretrain_epochs, weights, verbose=0,
-                          log=lambda message: print(message, file=sys.stderr))
-        print(f"pretrained {weights} on train-split crops in {cpu_seconds() - start:.0f} CPU-s "
-              f"(not counted below)", file=sys.stderr)
-    results = {"(a) from scratch": from_scratch(bench)}
-    stage1, model, _ = bottleneck(bench, weights)
-    results["(b) bottleneck head only"] = {**stage1, **bench.score(model)}
-    results["(c) bottleneck + fine-tune"] = bottleneck_then_fine_tune(bench, weights)
-    results["(d) as (c), BatchNorm trains"] = bottleneck_then_fine_tune(bench, weights, train_batchnorm=True)
-    print(f"\nclassification + localization, synthetic shapes (at most {args.max_shapes} per image; "
-          f"{len(bench.train.images)} train / "
-          f"{len(bench.val.images)} val images, {args.image_size} px, tiny backbone), "
-          f"{bench.budget:.0f} CPU-s each")
-    print(f"{'variant':30s} {'steps':>6s} {'CPU-s':>6s} {'accuracy':>9s} {'mean IoU':>9s} {'loc. acc.':>9s}")
-    for name, row in results.items():
-        print(f"{name:30s} {row['steps']:6d} {row['cpu_s']:6.0f} {row['accuracy']:9.3f} "
-              f"{row['mean_iou']:9.3f} {row['localization_accuracy']:9.3f}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                                       "results": results}, indent=2))
+    results = {"args": {key: str(value) for key, value in vars(args).items()}, "tasks": {}}
+    for task in args.tasks:
+        results["tasks"][task] = run_task(args, task)
+        write_json_atomic(results, args.out / "results.json")  # each finished task is kept
+        plot_task(task, results["tasks"][task], args.out / f"transfer_{task}.png")
+    for task, result in results["tasks"].items():
+        print()
+        print(summary_table(task, result, args.eval_every_cpu_s))
+    print(f"\nwrote {args.out / 'results.json'} and {', '.join(f'transfer_{t}.png' for t in args.tasks)}")
 
 
 if __name__ == "__main__":
