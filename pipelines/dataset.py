@@ -107,11 +107,17 @@ def _check_sizes(image_size: int, batch_size: int, num_parallel_calls: int) -> N
             raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
+# What was left out of which file, said once per process: a run builds the same split's
+# pipeline several times (features, fine-tuning, evaluation).
+_SUMMARIES_SAID: set[tuple[str, str]] = set()
+
+
 def _prepare(dataset: CocoDataset, task: str, max_objects: int, skip_invalid: bool) -> PreparedImages:
     prepared = prepare_images(dataset, check_task(task), max_objects, skip_invalid)
     source = dataset.source or dataset.image_dir
     summary = prepared.summary()
-    if summary:
+    if summary and (str(source), summary) not in _SUMMARIES_SAID:
+        _SUMMARIES_SAID.add((str(source), summary))
         logger.warning("%s: %s", source, summary.replace("\n", "; "))
     if not prepared.images:
         raise DatasetError(f"{source}: no usable images for task {task!r}"

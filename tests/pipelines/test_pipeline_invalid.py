@@ -84,6 +84,15 @@ def test_skip_invalid_skips_counts_and_logs(tmp_path, caplog):
     assert "missing.png (file not found)" in caplog.text and "cut.png (truncated" in caplog.text
 
 
+def test_what_was_left_out_is_said_once_per_file_however_often_its_pipeline_is_built(tmp_path, caplog):
+    dataset = write_dataset(tmp_path, {"a.png": good_pixels(1), "missing.png": None})
+    with caplog.at_level(logging.WARNING, logger="pipelines"):
+        for _ in range(3):  # a run builds a split's pipeline for features, fine-tuning, evaluation
+            build_dataset(dataset, "detection", 32, batch_size=1, skip_invalid=True)
+            build_eval_dataset(dataset, "detection", 32, batch_size=1, skip_invalid=True)
+    assert caplog.text.count("skipped 1 of 2 images: ") == 1
+
+
 @pytest.mark.parametrize("bbox, reason", [([2, 2, 0, 10], "zero or negative width"),
                                           ([40, 2, 5, 5], "outside the 32x32 image"),
                                           ([2, 2, float("nan"), 3], "non-finite")])
