@@ -12,7 +12,7 @@ Sections (see `configs/*.yaml` for annotated examples):
 - `pretrain` (optional stage 0: the backbone learns on object crops of the train split,
   offline), `stage1` (bottleneck: frozen backbone, cached features), `stage2` (fine-tuning: the top
   `unfreeze` blocks, or `all`), `schedule` (learning rate per stage), `early_stopping`,
-  `optimizer`.
+  `optimizer`, `ema` (averaged weights for evaluation, checkpoints and export).
 
 This module knows no model family: `parse_config` takes the families' head schemas as an
 argument, so the schema sits below the family registry. Reading YAML files, packaged
@@ -146,12 +146,49 @@ class EarlyStoppingConfig:
     min_delta: float = 0.0
 
 
+OPTIMIZER_KINDS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+
+
 @dataclass(frozen=True)
 class OptimizerConfig:
-    kind: Literal["adam", "adamw", "sgd"] = "adam"
+    """The optimizer of both stages (`training.transfer_stages.build_optimizer`).
+
+    `kind`: sgd (with `momentum`, `nesterov`), adagrad, rmsprop, adam, adamw (with
+    `weight_decay`, decoupled from the gradient); Keras' defaults otherwise. `clipnorm`: each gradient's
+    norm is clipped to this value (null: no clipping).
+    """
+
+    kind: Literal["sgd", "adagrad", "rmsprop", "adam", "adamw"] = "adam"
     weight_decay: float = 0.0  # adamw only
     momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
     clipnorm: float | None = None
+
+    def __post_init__(self):
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"optimizer.momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0.0:
+            raise ValueError(f"optimizer.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.clipnorm is not None and self.clipnorm <= 0.0:
+            raise ValueError(f"optimizer.clipnorm must be positive or null, got {self.clipnorm}")
+
+
+@dataclass(frozen=True)
+class EmaConfig:
+    """Polyak averaging: an exponential moving average of the trainable weights.
+
+    With `enabled`, the optimizer keeps `average = momentum * average + (1 - momentum) *
+    weights` after every step (Keras' `use_ema`); validation, the task metric, the best
+    checkpoint, the final model and its export use the averaged weights, training goes on
+    from the raw ones.
+    """
+
+    enabled: bool = False
+    momentum: float = 0.99
+
+    def __post_init__(self):
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"ema.momentum must be in [0, 1), got {self.momentum}")
 
 
 @dataclass(frozen=True)
@@ -171,6 +208,7 @@ class TrainConfig:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     eval: EvaluationConfig = field(default_factory=EvaluationConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
 
     @property
     def run_dir(self) -> Path:

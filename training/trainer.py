@@ -19,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -29,6 +29,7 @@ from tensorflow.python.framework import config as tf_framework_config
 from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
 from detseg.training.callbacks import progress_verbosity
 from detseg.training.config import TrainConfig, config_fingerprint, config_to_yaml
+from detseg.training.ema import weights_description
 from detseg.training.families import FAMILIES
 from detseg.training.pretrain import pretrain_backbone
 from detseg.training.run_directory import RunDirectory, RunState, resume_state
@@ -68,13 +69,18 @@ def _stderr(message: str) -> None:
 
 
 def train(config: TrainConfig, restart: bool = False, verbose: int | None = None,
-          log: Callable[[str], None] = _stderr) -> TrainResult:
-    """Trains `config` in its run directory; returns the final validation metrics."""
+          log: Callable[[str], None] = _stderr, callbacks: Sequence = ()) -> TrainResult:
+    """Trains `config` in its run directory; returns the final validation metrics.
+
+    `callbacks`: extra Keras callbacks for every stage's `fit`, run after the run's own
+    (they see each epoch's logs, the task metric included, e.g. a tuning trial's pruning).
+    """
     with deterministic_ops(config.deterministic):
-        return _train(config, restart, verbose, log)
+        return _train(config, restart, verbose, log, tuple(callbacks))
 
 
-def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callable[[str], None]) -> TrainResult:
+def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callable[[str], None],
+           callbacks: tuple) -> TrainResult:
     strategy = build_strategy(config.strategy)  # first: MultiWorkerMirroredStrategy needs that
     keras.utils.set_random_seed(config.seed)  # Python, NumPy and TF
     family = FAMILIES[config.model.family]
@@ -87,10 +93,13 @@ def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callabl
     run_dir.write_label_map(data.label_map)
     verbose = progress_verbosity() if verbose is None else verbose
     config = with_pretrained_backbone(config, data, run_dir, verbose, log)
-    session = TrainingSession(config, family, data, run_dir, strategy, log, verbose)
+    session = TrainingSession(config, family, data, run_dir, strategy, log, verbose, callbacks)
     log(f"run {run_dir.root}: {config.model.family} on {config.model.backbone} at "
         f"{config.model.image_size} px, {len(data.train.images)} train / {len(data.val.images)} val "
         f"images, {strategy.num_replicas_in_sync} replica(s) ({config.strategy})")
+    if config.ema.enabled:
+        log(f"weights: {weights_description(config.ema)}; validation, checkpoints, the final model "
+            f"and its export use the averaged weights")
     if state.run_done and run_dir.evaluation_path.is_file():
         log("this run is already complete; pass --restart to train it again")
         return _result(run_dir, family.headline_metric, resumed=True)
@@ -98,6 +107,8 @@ def _train(config: TrainConfig, restart: bool, verbose: int | None, log: Callabl
     model = final_model(session, last_stage=2 if config.stage2.epochs > 0 else 1)
     run_dir.save_model(model)
     metrics = evaluate_model(session, model)
+    if config.ema.enabled:
+        metrics["weights"] = weights_description(config.ema)  # which weights were evaluated
     run_dir.write_json(run_dir.evaluation_path, metrics)
     run_dir.write_state(replace(state, run_done=True))
     scored = metrics.get("num_samples", metrics.get("num_images", len(data.val.images)))

@@ -30,6 +30,8 @@ from detseg.pipelines.dataset import build_dataset, build_eval_dataset, pipeline
 from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                        diverged_error, patience_used_up, truncate_metrics)
 from detseg.training.config import ConfigError, TrainConfig
+from detseg.training.config_schema import OPTIMIZER_KINDS
+from detseg.training.ema import AveragedWeightsAtEpochEnd, ema_optimizer_options, swap_weights_with_averages
 from detseg.training.evaluation_callback import DEFAULT_PREFIX, LOGGED_METRICS, EvaluationCallback
 from detseg.training.feature_cache import (CachedFeatures, FeatureCache, cache_key, dataset_digest,
                                            extract_features)
@@ -54,6 +56,7 @@ class TrainingSession:
     strategy: tf.distribute.Strategy
     log: Callable[[str], None]
     verbose: int
+    extra_callbacks: tuple = ()  # Keras callbacks run after the run's own in every stage
 
     @property
     def num_classes(self) -> int:
@@ -82,13 +85,24 @@ def build_head_for(session: TrainingSession, backbone: keras.Model) -> keras.Mod
 
 
 def build_optimizer(config: TrainConfig, schedule) -> keras.optimizers.Optimizer:
+    """The configured Keras optimizer (`optimizer.kind`) at learning rate `schedule`.
+
+    With `ema.enabled` it also keeps the weights' moving average (`training.ema`).
+    """
     options = config.optimizer
-    clip = {"clipnorm": options.clipnorm} if options.clipnorm else {}
+    common = {"clipnorm": options.clipnorm} if options.clipnorm else {}
+    common.update(ema_optimizer_options(config.ema))
     if options.kind == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=options.momentum, **clip)
+        return keras.optimizers.SGD(schedule, momentum=options.momentum, nesterov=options.nesterov, **common)
+    if options.kind == "adagrad":
+        return keras.optimizers.Adagrad(schedule, **common)
+    if options.kind == "rmsprop":
+        return keras.optimizers.RMSprop(schedule, **common)
     if options.kind == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **clip)
-    return keras.optimizers.Adam(schedule, **clip)
+        return keras.optimizers.AdamW(schedule, weight_decay=options.weight_decay, **common)
+    if options.kind == "adam":
+        return keras.optimizers.Adam(schedule, **common)
+    raise ConfigError(f"optimizer.kind must be one of {list(OPTIMIZER_KINDS)}, got {options.kind!r}")
 
 
 # ---------------------------------------------------------------------------- stage 1
@@ -218,6 +232,10 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
     path = session.run_dir.checkpoint_dir / state.last_checkpoint
     model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
+    if session.config.ema.enabled:
+        # Checkpoints hold the averages as the model's weights (training.ema): training
+        # goes on from the raw weights, kept in the optimizer's average slots.
+        swap_weights_with_averages(model.optimizer)
     session.log(f"stage {state.stage}: resumed from {path} after epoch {state.epochs_done} "
                 f"(optimizer step {int(model.optimizer.iterations.numpy())})")
 
@@ -245,6 +263,9 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     the head being trained in stage 1): with `eval.every` set, the task's real metric on
     val is computed every N epochs, before the callbacks that log it, so early stopping
     and the best checkpoint can follow it (`early_stopping.monitor: val_coco_AP`).
+    With `ema.enabled`, all of them see the averaged weights (`training.ema`).
+    `session.extra_callbacks` (e.g. a tuning trial's pruning) run after the run's own,
+    with the epoch's logs, task metric included.
     """
     run_dir, early = session.run_dir, session.config.early_stopping
     checkpoint = StageCheckpoint(run_dir, state, early.monitor, early.mode,
@@ -253,7 +274,8 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     nan_stop = NanLossStop()
     if run_dir.writable:
         truncate_metrics(run_dir.metrics_path, state.stage, state.epochs_done)
-    callbacks = [nan_stop]
+    averaging = AveragedWeightsAtEpochEnd() if session.config.ema.enabled else None
+    callbacks = [averaging, nan_stop] if averaging else [nan_stop]
     if evaluated_model is not None and session.config.eval.every:
         callbacks.append(EvaluationCallback(session.data.val, session.family.task, session.image_size,
                                             every=session.config.eval.every,
@@ -262,6 +284,9 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
     callbacks += [MetricsCsv(run_dir.metrics_path, state.stage, run_dir.writable), checkpoint]
     if run_dir.writable:
         callbacks.append(ScalarEventLog(run_dir.tensorboard_dir(state.stage)))
+    callbacks += list(session.extra_callbacks)
+    if averaging:
+        callbacks.append(averaging.end_of_fit_guard())
     stopped_before = early.enabled and patience_used_up(state, early.patience)
     if state.epochs_done < epochs and not stopped_before:
         _fit(session, model, train_batches, val_batches, epochs, state.epochs_done, callbacks)

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "detseg.cli.predict_command",
     "detseg.cli.train_command",
     "detseg.cli.export_command",
+    "detseg.cli.tune_command",
 )
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -43,16 +43,17 @@ def resolve_train_config(config: str | os.PathLike | TrainConfig, overrides: Seq
 
 def train_model(config: str | os.PathLike | TrainConfig, overrides: Sequence[str] = (), *,
                 strategy: str | None = None, restart: bool = False, verbose: int | None = None,
-                log: Log | None = None) -> TrainResult:
+                log: Log | None = None, callbacks: Sequence = ()) -> TrainResult:
     """Train `config` (see `resolve_train_config`) in its run directory; returns the result.
 
     Running it again continues an interrupted run (a finished one is not retrained);
     `restart` discards the run's checkpoints first. `verbose`: Keras' progress output
     (None: a bar on a terminal, one line per epoch otherwise; 0: none). `log` receives
-    one line per step of the run (None: no messages).
+    one line per step of the run (None: no messages). `callbacks`: extra Keras callbacks
+    for every stage's `fit`, after the run's own (they see the epoch's task metric).
     """
     resolved = resolve_train_config(config, overrides, strategy)
-    return train(resolved, restart=restart, verbose=verbose, log=log or _quiet)
+    return train(resolved, restart=restart, verbose=verbose, log=log or _quiet, callbacks=callbacks)
 
 
 def _quiet(message: str) -> None:
