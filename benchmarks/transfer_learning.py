@@ -67,7 +67,7 @@ TASKS = {
 }
 VARIANTS = ("(a) scratch", "(b) bottleneck", "(c) fine-tune, BN frozen", "(d) fine-tune, BN trains",
             "(ref) tiny, detseg pretrain")
-BUDGET_FRACTIONS = (0.25, 0.5, 1.0)
+MAX_TABLE_COLUMNS = 5
 
 
 def parse_args() -> argparse.Namespace:
@@ -154,22 +154,27 @@ def first_reaching(points: list[dict], metric: str, target: float) -> float:
 
 def summary_table(task: str, result: dict, eval_every: float) -> str:
     metric, budget, curves = result["metrics"][0], result["budget_cpu_s"], result["curves"]
-    marks = [fraction * budget for fraction in BUDGET_FRACTIONS]
+    # The evaluation marks themselves (at most MAX_TABLE_COLUMNS of them, the budget last).
+    step = eval_every * math.ceil(budget / eval_every / MAX_TABLE_COLUMNS)
+    marks = [mark for mark in (step * k for k in range(1, MAX_TABLE_COLUMNS + 1)) if mark < budget - 1e-6]
+    marks.append(budget)
     slack = 0.25 * eval_every
     scratch = curves[VARIANTS[0]]["points"]
     scratch_final = scratch[-1][metric]
-    header = " | ".join(f"{metric} @{mark:.0f} CPU-s" for mark in marks)
+    header = " | ".join(f"@{mark:.0f} CPU-s" for mark in marks)
     lines = [f"{task}: {result['train_images']} train / {result['val_images']} val images, "
-             f"{result['image_size']} px, {budget:.0f} CPU-s per variant",
+             f"{result['image_size']} px, {budget:.0f} CPU-s per variant; val {metric}",
              f"| variant | steps | {header} | x (a) at {budget:.0f} | CPU-s to reach (a)'s final |",
              "|---|---" + "|---" * len(marks) + "|---|---|"]
     for name, curve in curves.items():
         values = [value_at(curve["points"], metric, mark, slack) for mark in marks]
         final = curve["points"][-1][metric]
-        ratio = final / scratch_final if scratch_final > 0 else math.nan
-        reach = first_reaching(curve["points"], metric, scratch_final)
+        # (a) at ~0 makes a ratio meaningless: say so instead of printing inf or nan.
+        ratio = f"{final / scratch_final:.2f}" if scratch_final >= 0.01 else "(a) ~0"
+        reach = first_reaching(curve["points"], metric, scratch_final) if scratch_final >= 0.01 else math.nan
         cells = " | ".join(f"{value:.3f}" for value in values)
-        lines.append(f"| {name} | {curve['steps']} | {cells} | {ratio:.2f} | {reach:.0f} |")
+        reach_cell = "-" if math.isnan(reach) else f"{reach:.0f}"
+        lines.append(f"| {name} | {curve['steps']} | {cells} | {ratio} | {reach_cell} |")
     return "\n".join(lines)
 
 

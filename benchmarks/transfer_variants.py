@@ -156,12 +156,12 @@ class BudgetCallback(keras.callbacks.Callback):
             runner.curve.first_step_cpu_s.append(round(first_step, 1))
         runner.curve.steps += 1
         counted = runner.clock.counted()
+        if runner.next_eval <= counted < self.until:
+            runner.evaluate(self.stage)  # before a snapshot at the same step, so its curve has the point
         if self.snapshot_at is not None and self.snapshot is None and counted >= self.snapshot_at:
             self.snapshot = Snapshot(self.head.get_weights(), copy.deepcopy(runner.curve), counted)
         if counted >= self.until:
             self.model.stop_training = True
-        elif counted >= runner.next_eval:
-            runner.evaluate(self.stage)
 
 
 class BudgetedRunner:
