@@ -42,8 +42,11 @@ class Distribution:
         return self.kind == "log_uniform"
 
     def corners(self) -> list:
-        """The values a config must accept for this key: both ends, or every choice."""
-        return list(self.choices) if self.kind == "choice" else [self.low, self.high]
+        """The values a config must accept for this key: both ends (floats unless `int`,
+        as Optuna draws them), or every choice."""
+        if self.kind == "choice":
+            return list(self.choices)
+        return [self.low, self.high] if self.kind == "int" else [float(self.low), float(self.high)]
 
     def describe(self) -> str:
         if self.kind == "choice":

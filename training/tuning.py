@@ -13,6 +13,8 @@ Optuna's median pruner.
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 import warnings
 from dataclasses import dataclass
@@ -88,6 +90,20 @@ def open_study(storage_url: str, study_name: str, direction: str, sampler: str, 
                                sampler=build_sampler(sampler, seed), pruner=pruner, load_if_exists=True)
 
 
+def open_study_retrying(*args, attempts: int = 5) -> optuna.Study:
+    """`open_study`, again after a moment when another process was creating the same new
+    database at the same time (both write its schema version: one of them fails)."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return open_study(*args)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1.0 + attempt)
+
+
 def build_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
     """Random search by default (the notes' advice); TPE, model-based, on request.
 
@@ -143,6 +159,7 @@ def objective_for(plan: TrialPlan, direction: str) -> Callable[[optuna.Trial], f
         config = config_from_mapping(apply_overrides(
             plan.base, [*params.items(), ("name", f"trial_{trial.number}")]))
         trial.set_user_attr("run_dir", str(config.run_dir))
+        trial.set_user_attr("worker", f"{socket.gethostname()} pid {os.getpid()}")
         plan.log(f"trial {trial.number}: {params_text(params)}")
         callbacks = [TrialPruning(trial, plan.monitor, sign)] if plan.pruning else []
         cpu, wall = time.process_time(), time.perf_counter()

@@ -78,7 +78,7 @@ def tune_model(config: str | os.PathLike | TrainConfig, space: str | os.PathLike
         monitor = tuning.epoch_metric(family, metric)
         plan = tuning.TrialPlan(_trial_base(base_config, Path(base_config.runs_dir) / study_name, monitor),
                                 round_space, metric, monitor, pruning, log)
-        opened = tuning.open_study(url, study_name, direction, sampler, seed, pruning, heartbeat_s)
+        opened = tuning.open_study_retrying(url, study_name, direction, sampler, seed, pruning, heartbeat_s)
         log(f"study {study_name} in {url}: {tuning.finished_count(opened)} of {trials} trials finished; "
             f"{sampler} sampler, pruning on {monitor if pruning else 'off'}")
         tuning.run_until(opened, plan, trials)
