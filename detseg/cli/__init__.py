@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "detseg.cli.train_command",
     "detseg.cli.export_command",
     "detseg.cli.tune_command",
+    "detseg.cli.explain_command",
 )
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130

@@ -18,6 +18,10 @@ Nothing is cloned and no weights are copied, which is why this works on detseg's
   EfficientNet-B0, GELU...) get the same gates with their true local derivative, so
   the rule is the one the papers state for ReLU wherever the activation acts like one.
   Output activations (sigmoid, softmax, linear) are left alone: they make the score.
+  `"pass_through"` lets every gradient through unchanged (the network as if linear):
+  what `features.receptive_field` measures with.
+- `replaced_activation(layer, function)`: one layer's activation swapped (a softmax
+  classifier's last layer made linear, so its class logit can be climbed).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from detseg.core.contract import FEATURE_LEVELS
 
 GUIDED = "guided"
 DECONVNET = "deconvnet"
-GRADIENT_RULES = (GUIDED, DECONVNET)
+PASS_THROUGH = "pass_through"  # every gradient passes unchanged: the network as if linear
+GRADIENT_RULES = (GUIDED, DECONVNET, PASS_THROUGH)
 # Hidden activations, by the function's name (keras.activations.swish is silu).
 HIDDEN_ACTIVATIONS = ("relu", "relu6", "leaky_relu", "silu", "gelu", "elu", "selu", "mish",
                       "hard_silu", "hard_swish", "softplus")
@@ -111,6 +116,8 @@ def gated_activation(activation, rule: str):
         local = tape.gradient(y, x)
 
         def backward(upstream):
+            if rule == PASS_THROUGH:
+                return upstream
             positive = tf.nn.relu(upstream)
             return positive * local if rule == GUIDED else positive
 
@@ -133,6 +140,13 @@ def gradient_rule(model: keras.Model, rule: str) -> Iterator[int]:
                                                         gated_activation(layer.activation, rule)))
                 count += 1
         yield count
+
+
+@contextlib.contextmanager
+def replaced_activation(layer: keras.layers.Layer, function) -> Iterator[None]:
+    """Inside the block, `layer.activation` is `function` (e.g. `keras.activations.linear`)."""
+    with _instance_attribute(layer, "activation", function):
+        yield
 
 
 def _gated_call(call, rule: str):
