@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from detseg.cli import main
-from detseg.training.config import load_config
 from detseg.training.families import FAMILIES
-from detseg.training.trainer import train
 from detseg.training.training_data import synthetic_dir
 
-pytestmark = pytest.mark.slow  # each case trains a tiny detector for a few steps
-
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # each case evaluates the session's smoke run of its family
 
 
 @pytest.mark.parametrize("family, headline_iou_types", [("yolo", ("bbox",))])
-def test_smoke_run_evaluation_matches_detseg_evaluate(family, headline_iou_types, tmp_path):
-    config = load_config(REPO / "configs" / "smoke" / f"{family}.yaml",
-                         [f"runs_dir={tmp_path}", "stage1.epochs=1", "stage2.epochs=1"])
-    result = train(config, verbose=0, log=lambda message: None)
+def test_smoke_run_evaluation_matches_detseg_evaluate(family, headline_iou_types, tmp_path, smoke_run):
+    config, result = smoke_run(family)[:2]  # the session's run (tests/conftest.py)
     assert result.headline_metric == FAMILIES[family].headline_metric
     for iou_type in headline_iou_types:
         value = result.metrics[f"{iou_type}_AP50"]

@@ -12,7 +12,6 @@ from detseg.training.predictions import eval_targets, model_predictions
 from detseg.training.run_model import load_run_model
 from detseg.training.segmentation_family import (FCN_FAMILY, UNET_FAMILY, FCNHeadConfig, UNetHeadConfig,
                                                  build_fcn_family_head, build_unet_family_head)
-from detseg.training.trainer import train
 from detseg.training.training_data import resolve_training_data
 
 SHAPES_64 = {"P3": (8, 8, 32), "P4": (4, 4, 64), "P5": (2, 2, 128)}  # tiny backbone at 64 px
@@ -41,9 +40,8 @@ def test_heads_take_every_cached_level_and_give_one_channel_more_than_the_classe
 
 
 @pytest.mark.slow
-def test_fcn_smoke_run_trains_evaluates_and_reloads(tmp_path):
-    config = load_config("configs/smoke/fcn.yaml", [f"runs_dir={tmp_path}", "stage1.epochs=1"])
-    result = train(config, verbose=0)
+def test_fcn_smoke_run_trains_evaluates_and_reloads(smoke_run):
+    config, result = smoke_run("fcn")[:2]  # the session's run (tests/conftest.py)
     assert result.headline_metric == "mean_iou" and 0.0 <= result.metrics["mean_iou"] <= 1.0
     assert result.metrics["class_names"] == ["background", "circle", "rectangle", "triangle"]
     run = load_run_model(result.run_dir)

@@ -1,4 +1,7 @@
-"""`detseg train` and `detseg pretrain` through the real command line (subprocesses)."""
+"""`detseg train` and `detseg pretrain` through the real command line (subprocesses).
+
+A whole `detseg train` of the smoke config, its summary and run directory are checked in
+test_train_resume.py, which runs one (killed, then resumed) anyway."""
 
 from __future__ import annotations
 
@@ -20,20 +23,6 @@ def detseg(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run([sys.executable, "-m", "detseg", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.mark.slow
-def test_train_smoke_config(tmp_path):
-    run = detseg("train", str(SMOKE), f"runs_dir={tmp_path}", "stage2.epochs=1", "--quiet")
-    assert run.returncode == 0, run.stderr[-3000:]
-    summary = json.loads(run.stdout)
-    run_dir = Path(summary["run_dir"])
-    assert run_dir == tmp_path / "smoke_clsloc"
-    for name in ("config.yaml", "label_map.json", "metrics.csv", "model.keras", "evaluation.json",
-                 "checkpoints/state.json", "checkpoints/stage1_best.weights.h5"):
-        assert (run_dir / name).is_file(), name
-    evaluation = json.loads((run_dir / "evaluation.json").read_text())
-    assert summary["localization_accuracy"] == evaluation["localization_accuracy"]
 
 
 def test_train_config_error_is_one_line_naming_the_key(tmp_path):

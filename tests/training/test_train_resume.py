@@ -1,4 +1,13 @@
-"""Crash and resume for real: SIGKILL a `detseg train` process mid-run, run it again."""
+"""Crash and resume for real: SIGKILL a `detseg train` process mid-run, run it again, and end
+exactly where an uninterrupted run of the same config ends.
+
+The uninterrupted run is the session's cls+loc smoke run (`smoke_run` in tests/conftest.py,
+trained in-process); this test runs the very same config (only `runs_dir` differs, which
+changes nothing a run computes) through the command line in a subprocess. Training is
+deterministic (`deterministic: true`, the default), so the resumed run must hold the same
+weights, bit for bit, and report the same evaluation (today it does not: see the xfail).
+It is also the test of `detseg train`'s output and run directory.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +18,11 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import keras
+import numpy as np
 import pytest
 
 from detseg.training.callbacks import read_metrics
@@ -20,9 +32,7 @@ from detseg.training.training_data import resolve_training_data
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"
 pytestmark = pytest.mark.slow
-
-STAGE2_EPOCHS = 4
-STAGE2_BATCH = 4  # small batches: more steps per epoch, so the kill lands inside one
+POLL_S = 0.01
 
 
 def detseg_env() -> dict[str, str]:
@@ -36,50 +46,95 @@ def read_state(path: Path) -> dict | None:
         return None
 
 
-def test_training_continues_from_the_last_checkpoint_after_kill_9(tmp_path):
-    overrides = [f"runs_dir={tmp_path}", "stage1.epochs=2", f"stage2.epochs={STAGE2_EPOCHS}",
-                 f"stage2.batch_size={STAGE2_BATCH}", "early_stopping.enabled=false"]
-    command = [sys.executable, "-m", "detseg", "train", str(SMOKE), *overrides, "--quiet"]
-    config = load_config(SMOKE, overrides)
-    state_path = config.run_dir / "checkpoints" / "state.json"
+def kill_inside_stage2(command: list[str], state_path: Path) -> dict:
+    """Start `command`; SIGKILL it as soon as its state file says a stage-2 epoch finished.
 
+    No sleep decides where the kill lands: the run has more stage-2 epochs left than one,
+    and the kill follows the first finished one at once, so however slow the machine, it
+    lands after a stage-2 checkpoint and before the run is done. Returns the state then.
+    """
     victim = subprocess.Popen(command, cwd=REPO, env=detseg_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 600
     try:
-        while True:  # wait for the first finished fine-tuning epoch, then kill inside the next
+        while True:
             state = read_state(state_path)
             if state and state["stage"] == 2 and state["epochs_done"] >= 1:
+                victim.send_signal(signal.SIGKILL)
                 break
             assert victim.poll() is None, f"training ended before it could be killed: {victim.stderr.read()}"
             assert time.monotonic() < deadline, "training never reached stage 2"
-            time.sleep(0.02)
-        time.sleep(0.2)
-        victim.send_signal(signal.SIGKILL)
+            time.sleep(POLL_S)
         victim.wait(timeout=60)
     finally:
         if victim.poll() is None:
             victim.kill()
+            victim.wait()
     assert victim.returncode == -signal.SIGKILL
-    at_kill = read_state(state_path)
-    assert at_kill["stage"] == 2 and not at_kill["run_done"]
-    assert 1 <= at_kill["epochs_done"] < STAGE2_EPOCHS
-    assert not (config.run_dir / "model.keras").exists()
+    return read_state(state_path)
 
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory, smoke_run):
+    """`(config, state at the kill, rerun, reference)`: a `detseg train` killed in stage 2, run again."""
+    tmp_path = tmp_path_factory.mktemp("resumed")
+    reference = smoke_run("clsloc")
+    overrides = [f"runs_dir={tmp_path}", *reference.overrides, "--quiet"]
+    config = load_config(SMOKE, overrides[:-1])
+    assert replace(config, runs_dir=reference.config.runs_dir) == reference.config
+    stage2_epochs = config.stage2.epochs
+    assert stage2_epochs >= 3, "the kill needs stage-2 epochs left after the first"
+    state_path = config.run_dir / "checkpoints" / "state.json"
+    command = [sys.executable, "-m", "detseg", "train", str(SMOKE), *overrides]
+
+    at_kill = kill_inside_stage2(command, state_path)
+    assert at_kill["stage"] == 2 and not at_kill["run_done"]
+    assert 1 <= at_kill["epochs_done"] < stage2_epochs
+    assert not (config.run_dir / "model.keras").exists()
     rerun = subprocess.run(command, cwd=REPO, env=detseg_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    return config, at_kill, rerun, reference
+
+
+def test_training_continues_from_the_last_checkpoint_after_kill_9(resumed):
+    config, at_kill, rerun, _ = resumed
+    stage2_epochs = config.stage2.epochs
+    state_path = config.run_dir / "checkpoints" / "state.json"
     steps = math.ceil(sum(1 for i in resolve_training_data(config).train.images if i.annotations)
-                      / STAGE2_BATCH)
+                      / config.stage2.batch_size)
     done_steps = at_kill["epochs_done"] * steps
-    assert f"stage 2: resumed from" in rerun.stderr
+    assert "stage 2: resumed from" in rerun.stderr
     assert f"after epoch {at_kill['epochs_done']} (optimizer step {done_steps})" in rerun.stderr
     assert "computing" not in rerun.stderr  # stage 1 was finished: no features recomputed
 
     final = read_state(state_path)
-    assert final["run_done"] and final["epochs_done"] == STAGE2_EPOCHS
+    assert final["run_done"] and final["epochs_done"] == stage2_epochs
     # The optimizer state came back with the weights: its step count continued, not restarted.
-    assert final["optimizer_iterations"] == STAGE2_EPOCHS * steps
+    assert final["optimizer_iterations"] == stage2_epochs * steps
     rows = [(int(r["stage"]), int(r["epoch"])) for r in read_metrics(config.run_dir / "metrics.csv")]
-    assert rows == [(1, 1), (1, 2)] + [(2, e) for e in range(1, STAGE2_EPOCHS + 1)]
-    assert (config.run_dir / "model.keras").is_file()
-    assert json.loads(rerun.stdout)["localization_accuracy"] is not None
+    assert rows == [(1, e) for e in range(1, config.stage1.epochs + 1)] + [
+        (2, e) for e in range(1, stage2_epochs + 1)]
+
+    # `detseg train` printed the run's summary and left a complete run directory.
+    summary = json.loads(rerun.stdout)
+    assert Path(summary["run_dir"]) == config.run_dir and config.run_dir.name == "smoke_clsloc"
+    for name in ("config.yaml", "label_map.json", "metrics.csv", "model.keras", "evaluation.json",
+                 "checkpoints/stage1_best.weights.h5", "checkpoints/stage2_best.weights.h5"):
+        assert (config.run_dir / name).is_file(), name
+    evaluation = json.loads((config.run_dir / "evaluation.json").read_text())
+    assert summary["localization_accuracy"] == evaluation["localization_accuracy"] is not None
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "resume replays epoch 1's data: the train pipeline's shuffle and augmentation seeds "
+    "(tf.data shuffle(reshuffle_each_iteration) and Dataset.random(rerandomize_each_iteration)) "
+    "restart with the new process, so resumed epoch k+1 sees epoch 1's order and draws"))
+def test_resumed_run_ends_with_the_weights_and_evaluation_of_an_uninterrupted_run(resumed):
+    config, _, _, reference = resumed
+    evaluation = json.loads((config.run_dir / "evaluation.json").read_text())
+    assert evaluation == reference.result.metrics
+    after_kill = keras.saving.load_model(config.run_dir / "model.keras").get_weights()
+    uninterrupted = keras.saving.load_model(reference.result.run_dir / "model.keras").get_weights()
+    assert len(after_kill) == len(uninterrupted)
+    for a, b in zip(after_kill, uninterrupted):
+        np.testing.assert_array_equal(a, b)
