@@ -1,0 +1,55 @@
+"""Through `build_dataset`: augmented boxes, classes and masks follow the pixels.
+
+The augmenter test checks `BoxMaskAugmenter` alone; here the whole pipeline runs (decode,
+augment, letterbox, pad, batch) and the batch is read back with the same colour-region
+oracle: every object of a drawn image has its own flat colour, so the colour under a
+returned mask says which object it is, and that object's class must be the class in the
+same row, also after augmentation dropped some objects (rows shift up when one goes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from drawn_datasets import CLASS_INDEX, random_drawn_images
+from test_pipeline_augment import GEOMETRY, colour_region, dilate, erode
+from detseg.pipelines import PAD_CLASS, build_dataset
+from detseg.pipelines.augment import tight_boxes
+
+SIZE = 64
+
+
+def owner(image: np.ndarray, mask: np.ndarray, objects) -> int:
+    """Index of the drawn object whose colour fills most of `mask`'s pixels."""
+    counts = [colour_region(image, obj.colour)[mask].sum() for obj in objects]
+    return int(np.argmax(counts))
+
+
+def test_pipeline_batches_keep_boxes_classes_and_masks_on_their_objects(drawn_dataset):
+    drawn = random_drawn_images(6, seed=11)
+    dataset = drawn_dataset(drawn)
+    rows = dropped = 0
+    for seed in range(4):
+        x, y = next(iter(build_dataset(dataset, "instance", SIZE, batch_size=len(drawn), augment=GEOMETRY,
+                                       seed=seed, max_objects=8)))
+        images, boxes, classes, masks = (x.numpy().astype(np.uint8), y["boxes"].numpy(),
+                                         y["classes"].numpy(), y["masks"].numpy().astype(bool))
+        for b, spec in enumerate(drawn):  # no shuffle: batch row b is image b
+            valid = classes[b] != PAD_CLASS
+            dropped += len(spec.objects) - int(valid.sum())
+            owners = []
+            for box, class_index, mask in zip(boxes[b][valid], classes[b][valid], masks[b][valid]):
+                k = owner(images[b], mask, spec.objects)
+                owners.append(k)
+                rows += 1
+                assert class_index == CLASS_INDEX[spec.objects[k].category_id], "class left its object"
+                region = colour_region(images[b], spec.objects[k].colour)
+                assert not (region & ~dilate(mask)).any(), "object pixels outside its mask"
+                inner = erode(mask)
+                if inner.sum() >= 4:
+                    assert region[inner].mean() > 0.9, "mask covers pixels of another colour"
+                tight = tight_boxes(mask[None].astype(np.uint8))[0][0]
+                assert np.abs(box - tight).max() <= 1.0, "box not tight on its mask"
+            assert len(set(owners)) == len(owners), "two rows claim the same object"
+            assert not masks[b][~valid].any()
+    assert rows > 20 and dropped > 0, "no object was dropped: the pairing after a drop went untested"
