@@ -1,8 +1,9 @@
 """models.explain with known answers, on tiny models built here (no training).
 
-Each test names its guarantee; each was seen to fail with the guarantee broken by hand
-(gradient rule not applied, the wrong detection row, Grad-CAM weights not averaged over
-space, occlusion drops not accumulated, an unseeded t-SNE).
+Each test names its guarantee. Seen to fail: the guided/plain comparison on a model whose
+only ReLU had positive upstream gradients (the rule changed nothing), and the t-SNE seed
+check with PCA initialisation (the seed changed nothing); the other faults were not
+injected by hand yet.
 """
 
 from __future__ import annotations
