@@ -40,21 +40,36 @@ PREFETCH_BATCHES = 2
 def build_dataset(dataset: CocoDataset, task: str, image_size: int, batch_size: int,
                   augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
                   max_objects: int = 50, skip_invalid: bool = False, repeat: bool = False,
-                  num_parallel_calls: int = 2, drop_remainder: bool = False) -> tf.data.Dataset:
+                  num_parallel_calls: int = 2, drop_remainder: bool = False,
+                  first_pass: int | None = None) -> tf.data.Dataset:
     """Training batches `(x, y)` of `task` (see `pipelines.batch_contract`).
 
     `augment=None` or `AugmentConfig.off()` does no augmentation. `shuffle` re-shuffles
     every epoch (deterministically from `seed`). Bad files/annotations raise `DatasetError`
     naming them, or with `skip_invalid=True` are skipped and listed in a logged summary.
     Without `repeat`, `dataset.cardinality()` is the number of batches in an epoch.
+
+    `first_pass` (training): endless passes over the images from pass number
+    `first_pass` on, each pass's order and augmentation draws a function of `(seed, pass
+    number)` alone, batched within the pass. So a run resumed at epoch k asks for the
+    passes after k and gets exactly the batches an uninterrupted run got there (the
+    default per-iteration reshuffle of tf.data restarts with every new process).
     """
     _check_sizes(image_size, batch_size, num_parallel_calls)
     prepared = _prepare(dataset, task, max_objects, skip_invalid)
     builder = ExampleBuilder(prepared.images, dataset.label_map, task, image_size, max_objects, augment)
-    elements = _example_dataset(prepared.images, builder, shuffle, seed, repeat, num_parallel_calls)
-    batches = elements.map(lambda index, x, y, transform: (x, y))
-    batches = batches.batch(batch_size, drop_remainder=drop_remainder).prefetch(PREFETCH_BATCHES)
-    return batches.with_options(pipeline_options())
+
+    def batched(elements: tf.data.Dataset) -> tf.data.Dataset:
+        examples = _built_examples(elements, prepared.images, builder, num_parallel_calls)
+        return examples.map(lambda index, x, y, transform: (x, y)).batch(batch_size, drop_remainder=drop_remainder)
+
+    if first_pass is not None:
+        passes = tf.data.Dataset.counter(int(first_pass))
+        batches = passes.flat_map(lambda number: batched(_pass_elements(len(prepared.images), shuffle, seed,
+                                                                        number)))
+    else:
+        batches = batched(_epoch_elements(len(prepared.images), shuffle, seed, repeat))
+    return batches.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
 
 
 def build_eval_dataset(dataset: CocoDataset, task: str, image_size: int, batch_size: int,
@@ -82,7 +97,8 @@ def build_eval_dataset(dataset: CocoDataset, task: str, image_size: int, batch_s
                 "letterbox": transform, "valid": tf.constant(True)}
         return x, y, meta
 
-    elements = _example_dataset(prepared.images, builder, False, 0, False, num_parallel_calls).map(with_meta)
+    in_order = _epoch_elements(len(prepared.images), shuffle=False, seed=0, repeat=False)
+    elements = _built_examples(in_order, prepared.images, builder, num_parallel_calls).map(with_meta)
     padding = -len(prepared.images) % batch_size
     if padding:
         elements = elements.concatenate(tf.data.Dataset.from_tensors(
@@ -126,17 +142,31 @@ def _prepare(dataset: CocoDataset, task: str, max_objects: int, skip_invalid: bo
     return prepared
 
 
-def _example_dataset(images: list[PreparedImage], builder: ExampleBuilder, shuffle: bool, seed: int,
-                     repeat: bool, num_parallel_calls: int) -> tf.data.Dataset:
-    """Unbatched `(index, x, y, transform)` elements, `index` into `images`."""
-    paths = tf.constant([str(i.path) for i in images])
-    indices = tf.data.Dataset.range(len(images))
+def _epoch_elements(num_images: int, shuffle: bool, seed: int, repeat: bool) -> tf.data.Dataset:
+    """`(index, element seed)` pairs; each new iteration reshuffles and redraws (tf.data's counters)."""
+    indices = tf.data.Dataset.range(num_images)
     if shuffle:
-        indices = indices.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        indices = indices.shuffle(num_images, seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     elements = tf.data.Dataset.zip(indices, seeds)
-    if repeat:
-        elements = elements.repeat()
+    return elements.repeat() if repeat else elements
+
+
+def _pass_elements(num_images: int, shuffle: bool, seed: int, number: tf.Tensor) -> tf.data.Dataset:
+    """`(index, element seed)` pairs of pass `number`: a function of `(seed, number)` alone."""
+    order_key = tf.stack([tf.constant(seed, tf.int64), 2 * number])
+    draws_key = tf.stack([tf.constant(seed, tf.int64), 2 * number + 1])
+    indices = tf.range(num_images, dtype=tf.int64)
+    if shuffle:
+        indices = tf.random.experimental.stateless_shuffle(indices, seed=order_key)
+    seeds = tf.random.stateless_uniform([num_images], seed=draws_key, minval=0, maxval=2**62, dtype=tf.int64)
+    return tf.data.Dataset.from_tensor_slices((indices, seeds))
+
+
+def _built_examples(elements: tf.data.Dataset, images: list[PreparedImage], builder: ExampleBuilder,
+                    num_parallel_calls: int) -> tf.data.Dataset:
+    """Unbatched `(index, x, y, transform)` from `(index, element seed)`, `index` into `images`."""
+    paths = tf.constant([str(i.path) for i in images])
     dtypes, shapes = builder.output_dtypes(), builder.output_shapes()
 
     def build(index, element_seed):

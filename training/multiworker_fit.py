@@ -24,8 +24,11 @@ def _reduced(strategy: tf.distribute.Strategy, logs: dict) -> dict:
 
 
 def fit_multiworker(model: keras.Model, strategy: tf.distribute.Strategy, train_batches, val_batches,
-                    epochs: int, initial_epoch: int, callbacks: list, verbose: int) -> None:
+                    epochs: int, steps_per_epoch: int, initial_epoch: int, callbacks: list,
+                    verbose: int) -> None:
     """`model.fit(train_batches, validation_data=val_batches, ...)` under `strategy`.
+
+    `train_batches` may be endless: every epoch takes the next `steps_per_epoch` batches.
 
     Call it with a model compiled and its optimizer built inside `strategy.scope()`, but from
     outside the scope: callbacks run only on some workers (the chief saves checkpoints) and
@@ -47,11 +50,13 @@ def fit_multiworker(model: keras.Model, strategy: tf.distribute.Strategy, train_
         epochs=epochs)
     model.stop_training = False
     callback_list.on_train_begin()
+    train_iterator = iter(train_data)
     for epoch in range(initial_epoch, epochs):
         model.reset_metrics()
         callback_list.on_epoch_begin(epoch)
         logs: dict = {}
-        for step, batch in enumerate(train_data):
+        for step in range(steps_per_epoch):
+            batch = next(train_iterator)
             callback_list.on_train_batch_begin(step)
             logs = train_step(batch)
             callback_list.on_train_batch_end(step, logs)

@@ -129,13 +129,35 @@ def bottleneck_features(session: TrainingSession, backbone: keras.Model, split: 
 
 
 def feature_batches(cached: CachedFeatures, levels: tuple[str, ...], batch_size: int,
-                    shuffle: bool, seed: int) -> tf.data.Dataset:
-    """`(features, y)` batches from cached arrays; one level gives a tensor, more a dict."""
+                    shuffle: bool, seed: int, first_pass: int | None = None) -> tf.data.Dataset:
+    """`(features, y)` batches from cached arrays; one level gives a tensor, more a dict.
+
+    `first_pass` (training): endless passes from that pass number on, each pass's order a
+    function of `(seed, pass number)` alone, as `pipelines.build_dataset` does for images,
+    so a resumed run gets the batches an uninterrupted one got.
+    """
     features = cached.features[levels[0]] if len(levels) == 1 else {k: cached.features[k] for k in levels}
-    batches = tf.data.Dataset.from_tensor_slices((features, cached.targets))
-    if shuffle:
-        batches = batches.shuffle(cached.num_examples, seed=seed, reshuffle_each_iteration=True)
-    return batches.batch(batch_size).prefetch(2).with_options(pipeline_options())
+    if first_pass is None:
+        examples = tf.data.Dataset.from_tensor_slices((features, cached.targets))
+        if shuffle:
+            examples = examples.shuffle(cached.num_examples, seed=seed, reshuffle_each_iteration=True)
+        return examples.batch(batch_size).prefetch(2).with_options(pipeline_options())
+
+    arrays = tf.nest.map_structure(tf.convert_to_tensor, (features, cached.targets))
+    num_examples = cached.num_examples
+
+    def one_pass(number: tf.Tensor) -> tf.data.Dataset:
+        order = tf.range(num_examples, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64),
+                                                                                    number]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gathered(indices: tf.Tensor):
+        return tf.nest.map_structure(lambda array: tf.gather(array, indices), arrays)
+
+    batches = tf.data.Dataset.counter(int(first_pass)).flat_map(one_pass).map(gathered)
+    return batches.prefetch(2).with_options(pipeline_options())
 
 
 def run_stage1(session: TrainingSession, state: RunState) -> RunState:
@@ -146,9 +168,12 @@ def run_stage1(session: TrainingSession, state: RunState) -> RunState:
     train_features = bottleneck_features(session, extractor, "train")
     val_features = bottleneck_features(session, extractor, "val")
     levels = session.family.bottleneck_levels
-    train_batches = feature_batches(train_features, levels, config.stage1.batch_size, True, config.seed)
-    val_batches = feature_batches(val_features, levels, config.stage1.batch_size, False, config.seed)
-    train_batches, steps = epoch_of_at_least(train_batches, config.stage1.min_steps_per_epoch, 1, session.log)
+    batch_size = config.stage1.batch_size
+    passes, steps = passes_per_epoch(-(-train_features.num_examples // batch_size),
+                                     config.stage1.min_steps_per_epoch, 1, session.log)
+    train_batches = feature_batches(train_features, levels, batch_size, True, config.seed,
+                                    first_pass=state.epochs_done * passes)
+    val_batches = feature_batches(val_features, levels, batch_size, False, config.seed)
     with session.strategy.scope():
         head = build_head_for(session, extractor)
         head_model = session.family.build_model(None, head, config.model.head, session.image_size)
@@ -157,7 +182,7 @@ def run_stage1(session: TrainingSession, state: RunState) -> RunState:
     # The task metric needs pixels in: the frozen extractor with the head being trained.
     pixel_model = session.family.build_model(extractor, head, config.model.head, session.image_size)
     return fit_stage(session, head_model, state, train_batches, val_batches, config.stage1.epochs,
-                     "stage1.lr", evaluated_model=pixel_model)
+                     steps, "stage1.lr", evaluated_model=pixel_model)
 
 
 # ---------------------------------------------------------------------------- stage 2
@@ -181,10 +206,14 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
     """Fine-tunes the top blocks of the backbone with the head; returns the finished state."""
     config, family = session.config, session.family
     size, stage2 = config.model.image_size, config.stage2
-    train_batches = build_dataset(session.data.train, family.task, size, stage2.batch_size,
-                                  augment=config.augment, shuffle=True, seed=config.seed)
+    def train_passes(first_pass: int | None) -> tf.data.Dataset:
+        return build_dataset(session.data.train, family.task, size, stage2.batch_size, augment=config.augment,
+                             shuffle=True, seed=config.seed, first_pass=first_pass)
+
+    passes, steps = passes_per_epoch(int(train_passes(None).cardinality()), stage2.min_steps_per_epoch, 2,
+                                     session.log)
+    train_batches = train_passes(state.epochs_done * passes)
     val_batches = build_dataset(session.data.val, family.task, size, stage2.batch_size)
-    train_batches, steps = epoch_of_at_least(train_batches, stage2.min_steps_per_epoch, 2, session.log)
     with session.strategy.scope():
         model, backbone = build_stage2_model(session)
         unfrozen = unfreeze_top_blocks(backbone, stage2.unfreeze,
@@ -193,30 +222,30 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
                     f"BatchNorm {'trains' if stage2.batchnorm == 'train' else 'frozen'}")
         _compile(session, model, stage2.lr, steps, stage2.epochs)
         _restore_if_resuming(session, model, state)
-    return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, "stage2.lr",
+    return fit_stage(session, model, state, train_batches, val_batches, stage2.epochs, steps, "stage2.lr",
                      evaluated_model=model)
 
 
 # ---------------------------------------------------------------------------- shared
 
 
-def epoch_of_at_least(batches: tf.data.Dataset, min_steps: int, stage: int,
-                      log: Callable[[str], None]) -> tuple[tf.data.Dataset, int]:
-    """`(train batches of one epoch, steps per epoch)`: whole passes, at least `min_steps` steps.
+def passes_per_epoch(steps_per_pass: int, min_steps: int, stage: int,
+                     log: Callable[[str], None]) -> tuple[int, int]:
+    """`(passes, steps)` of one epoch: whole passes over the train set, at least `min_steps` steps.
 
-    One pass over a dozen images is one or two steps; repeating the (shuffled, augmented)
-    pass `ceil(min_steps / steps)` times makes an epoch long enough for epoch-based
-    settings (patience, warm-up, `eval.every`) to keep their meaning. Each repeat is a
-    new shuffle and a new augmentation draw.
+    One pass over a dozen images is one or two steps; `ceil(min_steps / steps_per_pass)`
+    passes (each a new shuffle and augmentation draw) make an epoch long enough for
+    epoch-based settings (patience, warm-up, `eval.every`) to keep their meaning. Epoch e
+    trains on passes `e * passes` to `(e + 1) * passes - 1`.
     """
-    steps = int(batches.cardinality())
-    if steps <= 0 or min_steps <= steps:
-        return batches, max(steps, 1)
-    passes = -(-min_steps // steps)
-    log(f"stage {stage}: the train set makes {steps} batch{'es' if steps > 1 else ''}; "
-                f"an epoch repeats it {passes} times ({passes * steps} steps, "
-                f"stage{stage}.min_steps_per_epoch={min_steps})")
-    return batches.repeat(passes), passes * steps
+    steps_per_pass = max(int(steps_per_pass), 1)
+    if min_steps <= steps_per_pass:
+        return 1, steps_per_pass
+    passes = -(-min_steps // steps_per_pass)
+    log(f"stage {stage}: the train set makes {steps_per_pass} batch{'es' if steps_per_pass > 1 else ''}; "
+        f"an epoch repeats it {passes} times ({passes * steps_per_pass} steps, "
+        f"stage{stage}.min_steps_per_epoch={min_steps})")
+    return passes, passes * steps_per_pass
 
 
 def _compile(session: TrainingSession, model: keras.Model, lr: float, steps: int, epochs: int) -> None:
@@ -241,23 +270,26 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
 
 
 def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batches, epochs: int,
-         initial_epoch: int, callbacks: list) -> None:
+         steps_per_epoch: int, initial_epoch: int, callbacks: list) -> None:
     if isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy):
         with session.strategy.scope():
             model.optimizer.build(model.trainable_variables)
         # Outside the scope: a callback that creates a variable (saving weights does) on the
         # chief alone must not start a collective the other workers never join.
-        fit_multiworker(model, session.strategy, train_batches, val_batches, epochs, initial_epoch,
-                        callbacks, session.verbose)
+        fit_multiworker(model, session.strategy, train_batches, val_batches, epochs, steps_per_epoch,
+                        initial_epoch, callbacks, session.verbose)
         return
-    model.fit(train_batches, validation_data=val_batches, epochs=epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=session.verbose)
+    model.fit(train_batches, validation_data=val_batches, epochs=epochs, steps_per_epoch=steps_per_epoch,
+              initial_epoch=initial_epoch, callbacks=callbacks, verbose=session.verbose)
 
 
 def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, train_batches,
-              val_batches, epochs: int, lr_key: str,
+              val_batches, epochs: int, steps_per_epoch: int, lr_key: str,
               evaluated_model: keras.Model | None = None) -> RunState:
     """`fit` from `state.epochs_done` to `epochs` with the run's callbacks.
+
+    `train_batches` is endless, starting at the first batch of epoch `state.epochs_done`
+    (`first_pass`); an epoch is `steps_per_epoch` of them.
 
     `evaluated_model` (pixels in: the model itself in stage 2, the frozen backbone with
     the head being trained in stage 1): with `eval.every` set, the task's real metric on
@@ -289,7 +321,7 @@ def fit_stage(session: TrainingSession, model: keras.Model, state: RunState, tra
         callbacks.append(averaging.end_of_fit_guard())
     stopped_before = early.enabled and patience_used_up(state, early.patience)
     if state.epochs_done < epochs and not stopped_before:
-        _fit(session, model, train_batches, val_batches, epochs, state.epochs_done, callbacks)
+        _fit(session, model, train_batches, val_batches, epochs, steps_per_epoch, state.epochs_done, callbacks)
     wait_for_all_workers(session.strategy)  # the chief's checkpoints exist for every worker
     if nan_stop.diverged_at is not None:
         raise diverged_error(nan_stop, state.stage, lr_key)

@@ -5,7 +5,8 @@ The uninterrupted run is the session's cls+loc smoke run (`smoke_run` in tests/c
 trained in-process); this test runs the very same config (only `runs_dir` differs, which
 changes nothing a run computes) through the command line in a subprocess. Training is
 deterministic (`deterministic: true`, the default), so the resumed run must hold the same
-weights, bit for bit, and report the same evaluation (today it does not: see the xfail).
+weights, bit for bit, and report the same evaluation: every pass's order and augmentation
+draws are a function of (seed, pass number), so the resumed epochs see the same batches.
 It is also the test of `detseg train`'s output and run directory.
 """
 
@@ -125,10 +126,6 @@ def test_training_continues_from_the_last_checkpoint_after_kill_9(resumed):
     assert summary["localization_accuracy"] == evaluation["localization_accuracy"] is not None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resume replays epoch 1's data: the train pipeline's shuffle and augmentation seeds "
-    "(tf.data shuffle(reshuffle_each_iteration) and Dataset.random(rerandomize_each_iteration)) "
-    "restart with the new process, so resumed epoch k+1 sees epoch 1's order and draws"))
 def test_resumed_run_ends_with_the_weights_and_evaluation_of_an_uninterrupted_run(resumed):
     config, _, _, reference = resumed
     evaluation = json.loads((config.run_dir / "evaluation.json").read_text())
