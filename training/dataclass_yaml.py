@@ -59,15 +59,20 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[tuple[str, Any]]) ->
     return result
 
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML file whose top level is a mapping; errors name the file."""
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """Parse a YAML file (a BOM is fine); a missing file or bad YAML is a `ConfigError` naming it."""
     path = Path(path)
     try:
-        payload = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML ({e})") from None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML file whose top level is a mapping; errors name the file."""
+    payload = read_yaml(path)
     if payload is None:
         return {}
     if not isinstance(payload, dict):

@@ -20,9 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
-from detseg.training.dataclass_yaml import ConfigError, apply_overrides
+from detseg.training.dataclass_yaml import ConfigError, apply_overrides, read_yaml
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 
@@ -68,14 +66,7 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and check a space file (structure and ranges; the keys: `check_against_config`)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: search space file not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML ({e})") from None
-    return parse_space(raw, str(path))
+    return parse_space(read_yaml(path, "search space file"), str(path))
 
 
 def parse_space(raw: Any, source: str = "search space") -> SearchSpace:
