@@ -19,6 +19,8 @@ Augmentation seeds come from `tf.data.Dataset.random(seed)`, re-drawn each epoch
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -40,36 +42,68 @@ PREFETCH_BATCHES = 2
 def build_dataset(dataset: CocoDataset, task: str, image_size: int, batch_size: int,
                   augment: AugmentConfig | None = None, shuffle: bool = False, seed: int = 0,
                   max_objects: int = 50, skip_invalid: bool = False, repeat: bool = False,
-                  num_parallel_calls: int = 2, drop_remainder: bool = False,
-                  first_pass: int | None = None) -> tf.data.Dataset:
+                  num_parallel_calls: int = 2, drop_remainder: bool = False) -> tf.data.Dataset:
     """Training batches `(x, y)` of `task` (see `pipelines.batch_contract`).
 
     `augment=None` or `AugmentConfig.off()` does no augmentation. `shuffle` re-shuffles
     every epoch (deterministically from `seed`). Bad files/annotations raise `DatasetError`
     naming them, or with `skip_invalid=True` are skipped and listed in a logged summary.
     Without `repeat`, `dataset.cardinality()` is the number of batches in an epoch.
-
-    `first_pass` (training): endless passes over the images from pass number
-    `first_pass` on, each pass's order and augmentation draws a function of `(seed, pass
-    number)` alone, batched within the pass. So a run resumed at epoch k asks for the
-    passes after k and gets exactly the batches an uninterrupted run got there (the
-    default per-iteration reshuffle of tf.data restarts with every new process).
     """
     _check_sizes(image_size, batch_size, num_parallel_calls)
     prepared = _prepare(dataset, task, max_objects, skip_invalid)
+    batched = _batcher(dataset, prepared, task, image_size, batch_size, max_objects, augment,
+                       num_parallel_calls, drop_remainder)
+    batches = batched(_epoch_elements(len(prepared.images), shuffle, seed, repeat))
+    return batches.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
+
+
+@dataclass(frozen=True)
+class TrainingPasses:
+    """Endless training passes over a prepared dataset; `from_pass(k)` starts at pass k.
+
+    Each pass's order and augmentation draws are a function of `(seed, pass number)`
+    alone, and batches never straddle two passes. So a run resumed at epoch k asks for
+    the passes after k and gets exactly the batches an uninterrupted run got there
+    (`build_dataset`'s per-iteration reshuffle restarts with every new process).
+    """
+
+    steps_per_pass: int
+    num_images: int
+    shuffle: bool
+    seed: int
+    batched: Callable[[tf.data.Dataset], tf.data.Dataset]
+
+    def from_pass(self, first_pass: int) -> tf.data.Dataset:
+        passes = tf.data.Dataset.counter(int(first_pass))
+        batches = passes.flat_map(
+            lambda number: self.batched(_pass_elements(self.num_images, self.shuffle, self.seed, number)))
+        return batches.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
+
+
+def build_training_passes(dataset: CocoDataset, task: str, image_size: int, batch_size: int,
+                          augment: AugmentConfig | None = None, shuffle: bool = True, seed: int = 0,
+                          max_objects: int = 50, skip_invalid: bool = False,
+                          num_parallel_calls: int = 2) -> TrainingPasses:
+    """`TrainingPasses` of `task` batches (`(x, y)` as `build_dataset`), images checked once."""
+    _check_sizes(image_size, batch_size, num_parallel_calls)
+    prepared = _prepare(dataset, task, max_objects, skip_invalid)
+    batched = _batcher(dataset, prepared, task, image_size, batch_size, max_objects, augment,
+                       num_parallel_calls, drop_remainder=False)
+    num_images = len(prepared.images)
+    return TrainingPasses(-(-num_images // batch_size), num_images, shuffle, seed, batched)
+
+
+def _batcher(dataset: CocoDataset, prepared: PreparedImages, task: str, image_size: int, batch_size: int,
+             max_objects: int, augment: AugmentConfig | None, num_parallel_calls: int, drop_remainder: bool):
+    """`(index, element seed)` elements -> `(x, y)` batches of the prepared images."""
     builder = ExampleBuilder(prepared.images, dataset.label_map, task, image_size, max_objects, augment)
 
     def batched(elements: tf.data.Dataset) -> tf.data.Dataset:
         examples = _built_examples(elements, prepared.images, builder, num_parallel_calls)
         return examples.map(lambda index, x, y, transform: (x, y)).batch(batch_size, drop_remainder=drop_remainder)
 
-    if first_pass is not None:
-        passes = tf.data.Dataset.counter(int(first_pass))
-        batches = passes.flat_map(lambda number: batched(_pass_elements(len(prepared.images), shuffle, seed,
-                                                                        number)))
-    else:
-        batches = batched(_epoch_elements(len(prepared.images), shuffle, seed, repeat))
-    return batches.prefetch(PREFETCH_BATCHES).with_options(pipeline_options())
+    return batched
 
 
 def build_eval_dataset(dataset: CocoDataset, task: str, image_size: int, batch_size: int,

@@ -26,7 +26,7 @@ import tensorflow as tf
 from detseg.core.contract import PAD_PIXEL_VALUE
 from detseg.models.backbones.registry import build_backbone, feature_shape
 from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
-from detseg.pipelines.dataset import build_dataset, build_eval_dataset, pipeline_options
+from detseg.pipelines.dataset import build_dataset, build_eval_dataset, build_training_passes, pipeline_options
 from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                        diverged_error, patience_used_up, truncate_metrics)
 from detseg.training.config import ConfigError, TrainConfig
@@ -133,7 +133,7 @@ def feature_batches(cached: CachedFeatures, levels: tuple[str, ...], batch_size:
     """`(features, y)` batches from cached arrays; one level gives a tensor, more a dict.
 
     `first_pass` (training): endless passes from that pass number on, each pass's order a
-    function of `(seed, pass number)` alone, as `pipelines.build_dataset` does for images,
+    function of `(seed, pass number)` alone, as `build_training_passes` does for images,
     so a resumed run gets the batches an uninterrupted one got.
     """
     features = cached.features[levels[0]] if len(levels) == 1 else {k: cached.features[k] for k in levels}
@@ -206,13 +206,10 @@ def run_stage2(session: TrainingSession, state: RunState) -> RunState:
     """Fine-tunes the top blocks of the backbone with the head; returns the finished state."""
     config, family = session.config, session.family
     size, stage2 = config.model.image_size, config.stage2
-    def train_passes(first_pass: int | None) -> tf.data.Dataset:
-        return build_dataset(session.data.train, family.task, size, stage2.batch_size, augment=config.augment,
-                             shuffle=True, seed=config.seed, first_pass=first_pass)
-
-    passes, steps = passes_per_epoch(int(train_passes(None).cardinality()), stage2.min_steps_per_epoch, 2,
-                                     session.log)
-    train_batches = train_passes(state.epochs_done * passes)
+    train_passes = build_training_passes(session.data.train, family.task, size, stage2.batch_size,
+                                         augment=config.augment, seed=config.seed)
+    passes, steps = passes_per_epoch(train_passes.steps_per_pass, stage2.min_steps_per_epoch, 2, session.log)
+    train_batches = train_passes.from_pass(state.epochs_done * passes)
     val_batches = build_dataset(session.data.val, family.task, size, stage2.batch_size)
     with session.strategy.scope():
         model, backbone = build_stage2_model(session)

@@ -1,4 +1,4 @@
-"""Training passes (`build_dataset(..., first_pass=k)`): endless, batched within each pass,
+"""Training passes (`build_training_passes(...).from_pass(k)`): endless, batched within each pass,
 each pass's order and augmentation a function of (seed, pass number) alone, so a run
 resumed at pass k gets exactly the batches an uninterrupted run got there."""
 
@@ -8,7 +8,8 @@ import itertools
 
 import numpy as np
 
-from detseg.pipelines import AugmentConfig, build_dataset
+from detseg.pipelines import AugmentConfig
+from detseg.pipelines.dataset import build_training_passes
 from drawn_datasets import random_drawn_images
 
 SIZE = 32
@@ -22,8 +23,10 @@ def test_a_resumed_pass_equals_the_uninterrupted_one_and_passes_differ(drawn_dat
     dataset = drawn_dataset(random_drawn_images(5, seed=2))
 
     def passes(first_pass, seed=0):
-        return build_dataset(dataset, "detection", SIZE, batch_size=2, augment=AugmentConfig(), shuffle=True,
-                             seed=seed, first_pass=first_pass)
+        training = build_training_passes(dataset, "detection", SIZE, batch_size=2, augment=AugmentConfig(),
+                                         seed=seed)
+        assert training.steps_per_pass == 3
+        return training.from_pass(first_pass)
 
     uninterrupted = _pixels(passes(0), 9)  # 3 batches a pass (2 + 2 + 1)
     assert [len(x) for x in uninterrupted[:6]] == [2, 2, 1, 2, 2, 1]
