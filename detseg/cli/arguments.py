@@ -185,47 +185,35 @@ def server_address(text: str) -> str:
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _number(text, int, "a whole number")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-    return parse
+    return _checked_number(int, lambda v: v >= minimum, f"at least {minimum}")
 
 
 def int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = _number(text, int, "a whole number")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
-        return value
-    return parse
+    return _checked_number(int, lambda v: low <= v <= high, f"between {low} and {high}")
 
 
 def float_between(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = _number(text, float, "a number")
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value:g}")
-        return value
-    return parse
+    return _checked_number(float, lambda v: low <= v <= high, f"between {low:g} and {high:g}")
 
 
 def float_above(minimum: float) -> Callable[[str], float]:
     """A number greater than `minimum` (strictly)."""
-    def parse(text: str) -> float:
-        value = _number(text, float, "a number")
-        if not value > minimum:
-            raise argparse.ArgumentTypeError(f"must be greater than {minimum:g}, got {value:g}")
-        return value
-    return parse
+    return _checked_number(float, lambda v: v > minimum, f"greater than {minimum:g}")
 
 
 def float_at_least(minimum: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = _number(text, float, "a number")
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {value:g}")
+    return _checked_number(float, lambda v: v >= minimum, f"at least {minimum:g}")
+
+
+def _checked_number(kind: type, accepts: Callable, wanted: str) -> Callable[[str], int | float]:
+    """An argparse type: `kind(text)`, refused unless `accepts(value)` ("must be <wanted>, got ...")."""
+    what = "a whole number" if kind is int else "a number"
+
+    def parse(text: str):
+        value = _number(text, kind, what)
+        if not accepts(value):
+            shown = value if kind is int else f"{value:g}"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {shown}")
         return value
     return parse
 
