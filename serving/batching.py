@@ -118,6 +118,16 @@ class BatchScheduler:
             self._condition.notify_all()
         return task.future.result()
 
+    def wait_until_queued(self, rows: int, timeout: float | None = None) -> bool:
+        """Block until at least `rows` rows wait in the queues (True), or `timeout` s pass (False).
+
+        Rows leave the queues when a batch thread takes them, so while every batch thread
+        is busy this counts what the next batches will merge: a caller (a test, a load
+        probe) synchronizes on it instead of sleeping through batch timeouts.
+        """
+        with self._condition:
+            return self._condition.wait_for(lambda: self._enqueued_rows >= rows, timeout)
+
     def close(self) -> None:
         with self._condition:
             self._closed = True

@@ -12,7 +12,7 @@ from serving_test_models import MODEL_NAME, random_pixels, start_server
 from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-from detseg.serving.batching import BatchingOptions
+from detseg.serving.batching import BatchingOptions, BatchScheduler
 from detseg.serving.client import ServingClient
 
 
@@ -99,25 +99,38 @@ def test_grpc_rejects_wrong_dtypes_shapes_and_unimplemented_methods(stubs):
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def _concurrent_answers(address: str, requests: list) -> list[dict[str, np.ndarray]]:
-    """Eight clients send their requests at the same moment; answers in request order."""
+def _concurrent_answers(address: str, requests: list, all_sent=lambda: None) -> list[dict[str, np.ndarray]]:
+    """Eight clients send their requests at once; `all_sent()` runs while they wait; answers in order."""
     answers: list = [None] * len(requests)
-    start = threading.Barrier(len(requests))
 
     def ask(index: int) -> None:
-        client = ServingClient(address, MODEL_NAME)
-        start.wait()
         try:
-            answers[index] = client.predict(requests[index])
+            answers[index] = ServingClient(address, MODEL_NAME).predict(requests[index])
         except Exception as error:  # recorded and asserted below
             answers[index] = error
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
     for thread in threads:
         thread.start()
+    all_sent()
     for thread in threads:
         thread.join()
     return answers
+
+
+def _hold_batch_thread(batcher: BatchScheduler) -> threading.Event:
+    """Keep the batcher's only batch thread busy (a full batch of another key) until the event is set."""
+    running, release = threading.Event(), threading.Event()
+
+    def hold(inputs):
+        running.set()
+        release.wait()
+        return inputs
+
+    rows = batcher.options.max_batch_size
+    threading.Thread(target=batcher.run, args=("hold", hold, {"x": np.zeros(rows)}), daemon=True).start()
+    assert running.wait(60), "the holding batch never started"
+    return release
 
 
 def test_batching_gives_the_same_answers_as_no_batching(server, exported_detection, sample_images):
@@ -125,10 +138,19 @@ def test_batching_gives_the_same_answers_as_no_batching(server, exported_detecti
     requests = [sample_images[i % 4:i % 4 + 1 + i % 2] for i in range(4)] + pixels  # 8 clients, mixed signatures
     expected = _concurrent_answers(server.grpc_target, requests)
     batching = start_server(exported_detection, rest_api_port=None,
-                            batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=50_000,
+                            batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=1000,
                                                      num_batch_threads=1))
+    batcher = batching.core.batcher
+    release = _hold_batch_thread(batcher)
     try:
-        answers = _concurrent_answers(batching.grpc_target, requests)
+        # The 8 requests queue behind the held batch thread: 6 encoded images (one signature)
+        # and 4 pixel rows (the other); once all are queued the thread is released.
+        def queue_then_release() -> None:
+            queued = batcher.wait_until_queued(sum(len(r) for r in requests), timeout=120)
+            release.set()
+            assert queued, "the 8 requests never all reached the batch queue"
+
+        answers = _concurrent_answers(batching.grpc_target, requests, queue_then_release)
         for got, want in zip(answers, expected):
             assert not isinstance(got, Exception), got
             for name in want:
@@ -136,8 +158,8 @@ def test_batching_gives_the_same_answers_as_no_batching(server, exported_detecti
                     np.testing.assert_allclose(got[name], want[name], atol=1e-4, err_msg=name)
                 else:
                     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-        batcher = batching.core.batcher
-        assert batcher.requests_run == len(requests)
-        assert batcher.batches_run < batcher.requests_run  # some requests really were merged
+        # The holding batch, then one merged model call per signature.
+        assert (batcher.batches_run, batcher.requests_run) == (1 + 2, 1 + len(requests))
     finally:
+        release.set()
         batching.stop()

@@ -76,12 +76,34 @@ def _doubling(calls: list):
     return run
 
 
-def _submit_together(scheduler: BatchScheduler, run, inputs_list: list) -> list:
+def _held_scheduler(max_batch_size: int) -> tuple[BatchScheduler, threading.Event]:
+    """A one-thread scheduler whose batch thread is busy until the returned event is set.
+
+    While the only batch thread runs the holding request (another key), requests queue
+    up; `_submit_together` waits until they all are queued, then releases the thread, so
+    which requests merge depends on the queue, never on how fast threads start. The batch
+    timeout only has to pass by then (or soon after): it is 1 ms.
+    """
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=max_batch_size, batch_timeout_micros=1000,
+                                               num_batch_threads=1))
+    running, release = threading.Event(), threading.Event()
+
+    def hold(inputs):
+        running.set()
+        release.wait()
+        return inputs
+
+    holder = threading.Thread(target=scheduler.run, args=("hold", hold, {"x": np.zeros(max_batch_size)}))
+    holder.start()
+    assert running.wait(60), "the holding request never reached the batch thread"
+    return scheduler, release
+
+
+def _submit_together(scheduler: BatchScheduler, release: threading.Event, run, inputs_list: list) -> list:
+    """Queue every request behind the held batch thread, release it, return answers (or errors) in order."""
     results: list = [None] * len(inputs_list)
-    start = threading.Barrier(len(inputs_list))
 
     def one(index: int) -> None:
-        start.wait()
         try:
             results[index] = scheduler.run("key", run, inputs_list[index])
         except ServingError as error:
@@ -90,34 +112,41 @@ def _submit_together(scheduler: BatchScheduler, run, inputs_list: list) -> list:
     threads = [threading.Thread(target=one, args=(i,)) for i in range(len(inputs_list))]
     for thread in threads:
         thread.start()
+    queued = scheduler.wait_until_queued(sum(len(inputs["x"]) for inputs in inputs_list), timeout=60)
+    release.set()
     for thread in threads:
         thread.join()
+    assert queued, "the requests never all reached the queue"
     return results
 
 
 def test_scheduler_merges_concurrent_requests_up_to_max_batch_size():
     calls: list = []
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, batch_timeout_micros=1_000_000, num_batch_threads=1))
+    scheduler, release = _held_scheduler(max_batch_size=4)
     try:
         inputs = [{"x": np.array([i, 10 + i])} for i in range(4)]
-        results = _submit_together(scheduler, _doubling(calls), inputs)
+        results = _submit_together(scheduler, release, _doubling(calls), inputs)
         oversized = scheduler.run("key", _doubling(calls), {"x": np.arange(6)})
     finally:
+        release.set()
         scheduler.close()
     for given, result in zip(inputs, results):
         np.testing.assert_array_equal(result["y"], given["x"] * 2)
-    assert sorted(calls[:-1]) == [4, 4]  # four 2-row requests -> two full batches
-    assert calls[-1] == 6 and oversized["y"].tolist() == [0, 2, 4, 6, 8, 10]  # too big to merge: alone
+    assert calls == [4, 4, 6]  # four 2-row requests -> two full batches; too big to merge: alone
+    assert oversized["y"].tolist() == [0, 2, 4, 6, 8, 10]
+    assert (scheduler.batches_run, scheduler.requests_run) == (1 + 3, 1 + 5)  # the holding request included
 
 
 def test_a_failing_request_does_not_fail_the_others_in_its_batch():
     calls: list = []
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000, num_batch_threads=1))
+    scheduler, release = _held_scheduler(max_batch_size=8)
     try:
-        results = _submit_together(scheduler, _doubling(calls), [{"x": np.array([1])}, {"x": np.array([-1])},
-                                                                 {"x": np.array([3])}])
+        results = _submit_together(scheduler, release, _doubling(calls),
+                                   [{"x": np.array([1])}, {"x": np.array([-1])}, {"x": np.array([3])}])
     finally:
+        release.set()
         scheduler.close()
+    assert calls == [3, 1, 1, 1]  # merged into one batch, which failed; then each request alone
     assert isinstance(results[1], ServingError) and results[1].code == "INVALID_ARGUMENT"
     assert results[0]["y"].tolist() == [2] and results[2]["y"].tolist() == [6]
 
