@@ -101,6 +101,7 @@ class ModelRegistry:
         self._poll_interval_s = float(poll_interval_s)
         self._loader = loader
         self._lock = threading.RLock()
+        self._status_changed = threading.Condition(self._lock)  # notified on every version state change
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -151,6 +152,7 @@ class ModelRegistry:
                 del state.servables[version]
                 state.statuses[version] = VersionStatus("END")
                 log.info("model %s: version %d unloaded", state.entry.name, version)
+            self._status_changed.notify_all()
 
     def _load_version(self, state: _ModelState, version: int) -> None:
         version_dir = state.entry.base_path / str(version)
@@ -162,6 +164,7 @@ class ModelRegistry:
             return  # failed before and unchanged since: do not retry every poll
         with self._lock:
             state.statuses[version] = VersionStatus("LOADING")
+            self._status_changed.notify_all()
         try:
             servable = self._loader(state.entry.name, version, version_dir)
         except Exception as error:  # any load failure is reported in the version's status
@@ -171,11 +174,13 @@ class ModelRegistry:
                 state.failed_mtimes[version] = mtime
                 code = failure.code if failure.code != "INVALID_ARGUMENT" else "UNKNOWN"
                 state.statuses[version] = VersionStatus("END", code, failure.message)
+                self._status_changed.notify_all()
             return
         with self._lock:
             state.servables[version] = servable
             state.failed_mtimes.pop(version, None)
             state.statuses[version] = VersionStatus("AVAILABLE")
+            self._status_changed.notify_all()
         log.info("model %s: version %d available", state.entry.name, version)
 
     def _model(self, name: str, request: str) -> _ModelState:
@@ -202,6 +207,24 @@ class ModelRegistry:
             if version is not None and version in state.servables:
                 return state.servables[version]
         raise not_found(f"Servable not found for request: {request}")
+
+    def wait_for_version(self, name: str, version: int, state: str = "AVAILABLE",
+                         timeout: float | None = None) -> bool:
+        """Block until `version` of model `name` is in `state` (True), or `timeout` s pass (False).
+
+        `state` is a TF Serving state name: LOADING, AVAILABLE, or END (retired, or failed
+        to load; UNLOADING passes inside one locked step and is never seen). Whoever drops a
+        new version into a polled base path waits here for the poller to load it (or to
+        retire the old one) instead of sleeping through poll intervals.
+        """
+        self._model(name, f"Latest({name})")
+
+        def reached() -> bool:
+            status = self._models[name].statuses.get(version)
+            return status is not None and status.state == state
+
+        with self._status_changed:
+            return self._status_changed.wait_for(reached, timeout)
 
     def version_statuses(self, name: str, version: int | None = None) -> dict[int, VersionStatus]:
         """Status of every version seen (or of one), as GetModelStatus reports it."""

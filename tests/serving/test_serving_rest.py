@@ -7,7 +7,6 @@ import http.client
 import json
 import shutil
 import threading
-import time
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -147,45 +146,55 @@ def test_oversized_request_is_refused_with_413(exported_detection, sample_images
         small.stop()
 
 
-def _wait_for(condition, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the server"
-        time.sleep(0.1)
-
-
 def test_new_version_is_picked_up_without_dropping_requests(tmp_path, exported_detection, exported_detection_v2,
                                                             sample_images):
+    """A client asks without pause while the server's own poller loads version 2 and retires 1.
+
+    Every step waits on an event, never on a clock: the drop follows the asker's first
+    answer (version 1 has answered), the registry says when version 2 is AVAILABLE and
+    version 1 END, and the check follows three answers given after that.
+    """
     base = copy_base_path(exported_detection, tmp_path / MODEL_NAME)
     running = start_server(base, port=None)
     client = ServingClient(running.rest_url, MODEL_NAME)
     before = client.predict(sample_images[:1])
     failures, answers, stop = [], [], threading.Event()
+    answered = threading.Condition()
 
     def keep_asking() -> None:
         asker = ServingClient(running.rest_url, MODEL_NAME)
         while not stop.is_set():
             try:
-                answers.append(asker.predict(sample_images[:1])["boxes"])
+                boxes = asker.predict(sample_images[:1])["boxes"]
             except Exception as error:  # collected: the test asserts there were none
                 failures.append(error)
+                boxes = None
+            with answered:
+                answers.append(boxes)
+                answered.notify_all()
+
+    def wait_for_answers(count: int) -> None:
+        with answered:
+            assert answered.wait_for(lambda: len(answers) >= count, timeout=120), "the asker stopped answering"
 
     thread = threading.Thread(target=keep_asking)
     thread.start()
     try:
+        wait_for_answers(1)
         # An atomic drop, as export_saved_model does: copy beside, then rename.
         shutil.copytree(exported_detection_v2, base / ".tmp-2")
         (base / ".tmp-2").rename(base / "2")
-        _wait_for(lambda: [s["state"] for s in client.status()["model_version_status"]] == ["END", "AVAILABLE"])
-        count = len(answers)
-        _wait_for(lambda: len(answers) > count + 2)
+        assert running.registry.wait_for_version(MODEL_NAME, 2, "AVAILABLE", timeout=120), "version 2 never loaded"
+        assert running.registry.wait_for_version(MODEL_NAME, 1, "END", timeout=120), "version 1 never retired"
+        assert [s["state"] for s in client.status()["model_version_status"]] == ["END", "AVAILABLE"]
+        wait_for_answers(len(answers) + 3)
     finally:
         stop.set()
         thread.join()
         running.stop()
     assert not failures
     assert not np.array_equal(answers[-1], before["boxes"])  # the new weights answer now
-    assert any(np.array_equal(a, before["boxes"]) for a in answers)  # the old version answered before the swap
+    assert np.array_equal(answers[0], before["boxes"])  # the old version answered before the swap
 
 
 def test_client_errors_carry_the_status_on_both_transports(server, sample_images):
