@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from detseg.core.atomic_files import write_text_atomic
 from detseg.training.config import TrainConfig, config_from_mapping, config_to_yaml
@@ -47,14 +47,17 @@ def tune_model(config: str | os.PathLike | TrainConfig, space: str | os.PathLike
                overrides: Sequence[str] = (), storage: str | None = None, study: str | None = None,
                sampler: str = "random", refine: bool = False, seed: int | None = None,
                metric: str | None = None, pruning: bool = True, heartbeat_s: float = 30.0,
-               log: Log | None = None) -> TuneResult:
+               enqueue: Sequence[Mapping[str, Any]] = (), log: Log | None = None) -> TuneResult:
     """Search `space` (a YAML file or its mapping) around `config` with `trials` finished trials.
 
     `refine`: a second round of `trials` more in a study `<study>_refined`, each numeric
     range narrowed around the best quarter of the first round (log ranges in log space).
     `metric`: a key of the family's evaluation (default: its headline metric; maximized
     unless it is a loss). `heartbeat_s`: a trial whose process is silent 3x this long is
-    failed and re-run. Every key of the space is checked against the config first.
+    failed and re-run. `enqueue`: parameter sets (`{key: value}`, keys of the space) the
+    first round tries before it samples (Optuna's `enqueue_trial`; a set already in the
+    study is not added again, so a rerun does not repeat them). Every key of the space is
+    checked against the config first, and every enqueued key against the space.
     """
     from detseg.training import tuning, tuning_report
 
@@ -65,6 +68,7 @@ def tune_model(config: str | os.PathLike | TrainConfig, space: str | os.PathLike
     search = load_space(space) if isinstance(space, (str, Path, os.PathLike)) else parse_space(space)
     base = to_mapping(base_config)
     check_against_config(search, base, config_from_mapping)
+    _check_enqueued(enqueue, search)
     family = tuning.family_of(base)
     metric = metric or _headline(family)
     name = study or base_config.name
@@ -76,9 +80,12 @@ def tune_model(config: str | os.PathLike | TrainConfig, space: str | os.PathLike
 
     def round_of(study_name: str, round_space: SearchSpace) -> "tuning.optuna.Study":
         monitor = tuning.epoch_metric(family, metric)
-        plan = tuning.TrialPlan(_trial_base(base_config, Path(base_config.runs_dir) / study_name, monitor),
+        plan = tuning.TrialPlan(_trial_base(base_config, Path(base_config.runs_dir) / study_name,
+                                            monitor if pruning else None),
                                 round_space, metric, monitor, pruning, log)
         opened = tuning.open_study_retrying(url, study_name, direction, sampler, seed, pruning, heartbeat_s)
+        for params in (enqueue if round_space is search else ()):
+            opened.enqueue_trial(dict(params), skip_if_exists=True)
         log(f"study {study_name} in {url}: {tuning.finished_count(opened)} of {trials} trials finished; "
             f"{sampler} sampler, pruning on {monitor if pruning else 'off'}")
         tuning.run_until(opened, plan, trials)
@@ -113,17 +120,26 @@ def _headline(family: str) -> str:
     return FAMILIES[family].headline_metric
 
 
-def _trial_base(config: TrainConfig, study_dir: Path, monitor: str) -> dict:
+def _trial_base(config: TrainConfig, study_dir: Path, monitor: str | None) -> dict:
     """The base config of every trial: runs under `study_dir`, one feature cache shared by
     the trials (its entries are keyed by content), and the task metric every epoch when
-    pruning follows it."""
+    pruning follows it (`monitor`; None: no pruning)."""
     stage1 = config.stage1
     if stage1.cache_dir is None:
         stage1 = replace(stage1, cache_dir=str(study_dir / "feature_cache"))
     evaluation = config.eval
-    if monitor != "val_loss" and evaluation.every != 1:
+    if monitor not in (None, "val_loss") and evaluation.every != 1:
         evaluation = replace(evaluation, every=1)
     return to_mapping(replace(config, runs_dir=str(study_dir), stage1=stage1, eval=evaluation))
+
+
+def _check_enqueued(enqueue: Sequence[Mapping[str, Any]], space: SearchSpace) -> None:
+    """Every enqueued key must be searched (Optuna would silently sample the others)."""
+    for number, params in enumerate(enqueue, start=1):
+        unknown = sorted(set(params) - set(space.keys))
+        if unknown:
+            raise ConfigError(f"enqueued parameter set {number}: {', '.join(map(repr, unknown))} "
+                              f"not in {space.source} (searched: {', '.join(space.keys)})")
 
 
 def _refined_space(first_round, space: SearchSpace, trials: int) -> SearchSpace:
