@@ -33,7 +33,26 @@ from detseg.training.training_data import resolve_training_data
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "configs" / "smoke" / "clsloc.yaml"
 pytestmark = pytest.mark.slow
-POLL_S = 0.01
+POLL_S = 0.05
+
+# Runs the real command line (argv as `detseg` takes it) with one change: right after the
+# first finished stage-2 epoch (weights, best weights, state and metrics row written, stale
+# checkpoints removed) the process holds still until it is killed. So the kill lands at
+# that point however slow the machine is, never after the run has moved on or finished.
+HOLD_AFTER_FIRST_STAGE2_EPOCH = """
+import sys, threading
+from detseg.training.callbacks import StageCheckpoint
+finish_epoch = StageCheckpoint.on_epoch_end
+
+def on_epoch_end(self, epoch, logs=None):
+    finish_epoch(self, epoch, logs)
+    if self.state.stage == 2 and self.state.epochs_done == 1:
+        threading.Event().wait()  # until SIGKILL
+
+StageCheckpoint.on_epoch_end = on_epoch_end
+from detseg.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
 
 def detseg_env() -> dict[str, str]:
@@ -47,13 +66,16 @@ def read_state(path: Path) -> dict | None:
         return None
 
 
-def kill_inside_stage2(command: list[str], state_path: Path) -> dict:
-    """Start `command`; SIGKILL it as soon as its state file says a stage-2 epoch finished.
+def kill_inside_stage2(arguments: list[str], state_path: Path) -> dict:
+    """Run `detseg <arguments>`; SIGKILL it once its state file says a stage-2 epoch finished.
 
-    No sleep decides where the kill lands: the run has more stage-2 epochs left than one,
-    and the kill follows the first finished one at once, so however slow the machine, it
-    lands after a stage-2 checkpoint and before the run is done. Returns the state then.
+    No clock decides where the kill lands: the process holds after its first stage-2
+    epoch (`HOLD_AFTER_FIRST_STAGE2_EPOCH`), its state file says so, and the kill follows,
+    so it lands after a stage-2 checkpoint and before the run is done, however slow the
+    machine. The file is read every `POLL_S`; when it is read changes nothing. Returns the
+    state at the kill.
     """
+    command = [sys.executable, "-c", HOLD_AFTER_FIRST_STAGE2_EPOCH, *arguments]
     victim = subprocess.Popen(command, cwd=REPO, env=detseg_env(), stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
@@ -84,15 +106,15 @@ def resumed(tmp_path_factory, smoke_run):
     config = load_config(SMOKE, overrides[:-1])
     assert replace(config, runs_dir=reference.config.runs_dir) == reference.config
     stage2_epochs = config.stage2.epochs
-    assert stage2_epochs >= 3, "the kill needs stage-2 epochs left after the first"
+    assert stage2_epochs >= 2, "the kill needs stage-2 epochs left after the first"
     state_path = config.run_dir / "checkpoints" / "state.json"
-    command = [sys.executable, "-m", "detseg", "train", str(SMOKE), *overrides]
+    arguments = ["train", str(SMOKE), *overrides]
 
-    at_kill = kill_inside_stage2(command, state_path)
-    assert at_kill["stage"] == 2 and not at_kill["run_done"]
-    assert 1 <= at_kill["epochs_done"] < stage2_epochs
+    at_kill = kill_inside_stage2(arguments, state_path)
+    assert at_kill["stage"] == 2 and not at_kill["run_done"] and at_kill["epochs_done"] == 1
     assert not (config.run_dir / "model.keras").exists()
-    rerun = subprocess.run(command, cwd=REPO, env=detseg_env(), capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run([sys.executable, "-m", "detseg", *arguments], cwd=REPO, env=detseg_env(),
+                           capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     return config, at_kill, rerun, reference
 
