@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_ports import unassigned_local_ports
 from PIL import Image
 from serving_test_models import LABELS, MODEL_NAME
 
@@ -76,15 +76,9 @@ def test_predict_and_serve_report_bad_arguments_in_one_line(tmp_path, image_file
     assert "no such folder" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # a second Python process imports TensorFlow and loads the model: 10-20 s
 def test_serve_command_runs_a_server_from_models_config(exported_detection, sample_images):
-    rest_port, grpc_port = _free_port(), _free_port()
+    rest_port, grpc_port = unassigned_local_ports(2)  # the command reads port 0 as "off"
     config = exported_detection.parent / "models.config"
     process = subprocess.Popen(
         [sys.executable, "-m", "detseg", "serve", "--model_config_file", str(config), "--rest_api_port",

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from local_ports import unassigned_local_ports
 
 from detseg.data.synthetic import ensure_synthetic
 from detseg.training.config import load_config
@@ -37,17 +37,6 @@ def detseg_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
 
 
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
     args = ["train", str(SMOKE), f"runs_dir={tmp_path}", *SHORT, "--strategy", "mirrored", "--quiet"]
     run = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, *args], cwd=REPO, env=detseg_env(),
@@ -65,7 +54,7 @@ def test_multiworker_strategy_with_two_workers_on_localhost(tmp_path):
     config = load_config(SMOKE, overrides)
     synthetic = config.data.synthetic
     ensure_synthetic(synthetic_dir(config), synthetic.num_images, synthetic.image_size, synthetic.seed)
-    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in unassigned_local_ports(2)]
     processes = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
