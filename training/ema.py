@@ -31,7 +31,14 @@ def weights_description(ema: EmaConfig) -> str:
     return f"ema (momentum {ema.momentum})" if ema.enabled else "raw"
 
 
+def _averaging(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """The optimizer that keeps the averages: the inner one of a `LossScaleOptimizer`
+    (`precision: mixed_float16` wraps the configured optimizer in one)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def _averages(optimizer: keras.optimizers.Optimizer) -> list:
+    optimizer = _averaging(optimizer)
     averages = getattr(optimizer, "_model_variables_moving_average", None)
     if not getattr(optimizer, "use_ema", False) or averages is None:
         raise ValueError("the optimizer keeps no weight averages: build it with use_ema=True and "
@@ -46,7 +53,7 @@ def averaged_weights(optimizer: keras.optimizers.Optimizer) -> list:
 
 def swap_weights_with_averages(optimizer: keras.optimizers.Optimizer) -> None:
     """Exchange every trainable variable's value with its moving average, in place."""
-    for variable, average in zip(optimizer._trainable_variables, _averages(optimizer)):
+    for variable, average in zip(_averaging(optimizer)._trainable_variables, _averages(optimizer)):
         if average is None:
             continue
         raw = keras.ops.convert_to_numpy(variable)
@@ -56,7 +63,7 @@ def swap_weights_with_averages(optimizer: keras.optimizers.Optimizer) -> None:
 
 def copy_weights_into_averages(optimizer: keras.optimizers.Optimizer) -> None:
     """Averages := current weights (so Keras' end-of-fit copy of averages changes nothing)."""
-    for variable, average in zip(optimizer._trainable_variables, _averages(optimizer)):
+    for variable, average in zip(_averaging(optimizer)._trainable_variables, _averages(optimizer)):
         if average is not None:
             average.assign(variable)
 
