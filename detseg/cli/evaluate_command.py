@@ -4,10 +4,11 @@
     detseg evaluate runs/shapes --annotations GT.json [--images DIR] --out DIR     # run directory
     detseg evaluate exports/shapes[/3] --annotations GT.json --out DIR            # SavedModel
     detseg evaluate --server http://127.0.0.1:8501 --model-name shapes --annotations GT.json --out DIR
+    detseg evaluate --ensemble runs/a runs/b runs/c --annotations GT.json --out DIR  # merged in memory
 
 The command parses its arguments, calls `detseg.workflows.evaluate` (which picks the
-model source: run directory, SavedModel or server) and prints the headline numbers.
-The model modes write `DIR/coco_results.json` beside the report.
+model source: run directory, ensemble of run directories, SavedModel or server) and prints
+the headline numbers. The model modes write `DIR/coco_results.json` beside the report.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from detseg.cli.arguments import run_directory
 
 IOU_TYPE_CHOICES = {"bbox": ("bbox",), "segm": ("segm",), "both": ("bbox", "segm")}
 SEGM_AREA_CHOICES = ("pycocotools", "mask")  # evaluation.coco_eval.SEGM_AREAS, without importing it
@@ -37,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--server", default=None,
                    help="evaluate a served model: http://host:8501 (REST), grpc://host:8500 or host:8500 "
                         "(gRPC) (default: none)")
+    p.add_argument("--ensemble", nargs="+", type=run_directory, default=None, metavar="RUN_DIR",
+                   help="evaluate several finished runs of one family, class list and image size as ONE model, "
+                        "their predictions merged as `detseg export --ensemble` merges them (default: none)")
     p.add_argument("--model-name", dest="model_name", default=None,
                    help="model name on the server (required with --server)")
     p.add_argument("--version", type=int, default=None, help="model version on the server (default: latest)")
@@ -78,7 +84,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         evaluation = evaluate_model(args.model_path, args.annotations, args.out, server=args.server,
                                     model_name=args.model_name, version=args.version,
-                                    semantic_masks=args.semantic_masks, batch_size=args.batch_size, **common)
+                                    semantic_masks=args.semantic_masks, batch_size=args.batch_size,
+                                    ensemble=args.ensemble, **common)
         print(f"results: {evaluation.files['results']} ({evaluation.num_results} detections)")
     _print_summary(evaluation)
     return 0
@@ -89,11 +96,13 @@ def _check_arguments(args: argparse.Namespace) -> None:
     from detseg.workflows.evaluate import EvaluateArgumentsError, server_address_problem
 
     sources = [name for name, given in (("MODEL", args.model_path), ("--predictions", args.predictions),
-                                        ("--server", args.server)) if given is not None]
+                                        ("--server", args.server), ("--ensemble", args.ensemble))
+               if given is not None]
     if len(sources) != 1:
         raise EvaluateArgumentsError(
-            "give exactly one of MODEL (run directory or SavedModel), --predictions RESULTS.json or "
-            f"--server URL --model-name NAME" + (f"; got {' and '.join(sources)}" if sources else ""))
+            "give exactly one of MODEL (run directory or SavedModel), --predictions RESULTS.json, "
+            f"--server URL --model-name NAME or --ensemble RUN_DIR RUN_DIR ..."
+            + (f"; got {' and '.join(sources)}" if sources else ""))
     if args.server is not None:
         problem = server_address_problem(args.server)
         if problem:
@@ -105,6 +114,9 @@ def _check_arguments(args: argparse.Namespace) -> None:
             raise EvaluateArgumentsError(f"{flag} goes with --server")
     if args.version is not None and args.version < 1:
         raise EvaluateArgumentsError(f"--version must be >= 1, got {args.version}")
+    if args.ensemble is not None and len(args.ensemble) < 2:
+        raise EvaluateArgumentsError(f"--ensemble needs at least 2 run directories, got {len(args.ensemble)} "
+                                     f"(evaluate a single run as MODEL)")
     if args.semantic_masks is not None and args.predictions is not None:
         raise EvaluateArgumentsError("--semantic-masks is the ground truth of a semantic model (MODEL or "
                                      "--server); a --predictions file is scored against --annotations")

@@ -5,10 +5,12 @@
     evaluation = evaluate_model(None, "test.json", "report/", server="http://127.0.0.1:8501",
                                 model_name="shapes")
     evaluation = evaluate_results_file("test.json", "coco_results.json", "report/")
+    evaluation = evaluate_model(None, "test.json", "report/", ensemble=["runs/a", "runs/b"])
     evaluation.report["coco"]["bbox"]["stats"]["AP"], evaluation.files["html"]
 
 A run directory's final model runs in memory through the eval pipeline
-(`training.predictions`); a SavedModel (a version folder, or a base path: its latest
+(`training.predictions`), and so does an ensemble of run directories (one
+`models.ensemble.EnsembleModel`, the model `detseg export --ensemble` exports); a SavedModel (a version folder, or a base path: its latest
 version) and a served model run their `serving_default` signature on the encoded image
 files (`serving.image_predictions`), so the exported graph, and the server, are what get
 evaluated. Model evaluations write `out/coco_results.json` (original COCO image and
@@ -104,16 +106,19 @@ def evaluate_model(model: str | os.PathLike | None, annotations: str | os.PathLi
                    semantic_masks: str | os.PathLike | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
                    description: str | None = None, confusion_iou: float = DEFAULT_CONFUSION_IOU,
                    confusion_score: float = DEFAULT_CONFUSION_SCORE, examples: int = DEFAULT_EXAMPLES,
-                   progress: bool | None = None, log: Log | None = None) -> Evaluation:
+                   progress: bool | None = None, log: Log | None = None,
+                   ensemble: Sequence[str | os.PathLike] | None = None) -> Evaluation:
     """Run a model on `annotations`' images and score it; writes the results and the report.
 
     The model is `model` (a run directory, or a SavedModel version folder or base path),
-    or `server` (`http://host:8501` REST, `grpc://host:8500`) with `model_name`.
+    or `server` (`http://host:8501` REST, `grpc://host:8500`) with `model_name`, or
+    `ensemble` (run directories of one family, image size and class list: their merged
+    predictions, `detseg.workflows.model_sources.load_ensemble_runs`).
     `iou_types`: default the task's (bbox, + segm for instance models). `semantic_masks`:
     a folder of semantic mask PNGs, the truth of a semantic model (default: the annotations).
     """
     check_model_arguments(model, server=server, model_name=model_name, version=version,
-                          batch_size=batch_size, semantic_masks=semantic_masks, images=images)
+                          batch_size=batch_size, semantic_masks=semantic_masks, images=images, ensemble=ensemble)
     _check_segm_area(segm_area)
     dataset = load_coco(annotations, images)
     # TensorFlow loads here, once the arguments and the annotations are known to be good: a
@@ -123,7 +128,7 @@ def evaluate_model(model: str | os.PathLike | None, annotations: str | os.PathLi
 
     gt = load_ground_truth(with_semantic_masks(dataset, semantic_masks))
     source = open_model_source(model, gt.dataset, server=server, model_name=model_name, version=version,
-                               batch_size=batch_size, annotations=annotations)
+                               batch_size=batch_size, annotations=annotations, ensemble=ensemble)
     if semantic_masks is not None and source.task != SEMANTIC:
         raise EvaluateArgumentsError(f"semantic masks {semantic_masks} are the truth of a semantic "
                                      f"segmentation model, but {source.description} is a {source.task} model")
@@ -148,11 +153,14 @@ def evaluate_model(model: str | os.PathLike | None, annotations: str | os.PathLi
 
 def check_model_arguments(model: str | os.PathLike | None, *, server: str | None, model_name: str | None,
                           version: int | None, batch_size: int, semantic_masks: str | os.PathLike | None = None,
-                          images: str | os.PathLike | None = None) -> None:
+                          images: str | os.PathLike | None = None,
+                          ensemble: Sequence[str | os.PathLike] | None = None) -> None:
     """Raise `EvaluateArgumentsError` for arguments `evaluate_model` cannot use (no TensorFlow)."""
-    if (model is None) == (server is None):
+    if [model is not None, server is not None, ensemble is not None].count(True) != 1:
         raise EvaluateArgumentsError("give exactly one model source: a run directory or SavedModel path, "
-                                     "or a server address with a model name")
+                                     "a server address with a model name, or an ensemble of run directories")
+    if ensemble is not None and not list(ensemble):
+        raise EvaluateArgumentsError("an ensemble needs at least one run directory")
     if batch_size < 1:
         raise EvaluateArgumentsError(f"batch size must be positive, got {batch_size}")
     if server is not None:
