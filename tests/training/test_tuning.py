@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,14 +34,36 @@ def trials_now(storage: str) -> list:
         return []
 
 
-def wait_until(condition, what: str, timeout_s: float = 400.0):
+def lines_of(stream) -> queue.Queue:
+    """The lines a process writes to `stream`, as they come (None after the last one)."""
+    lines: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def wait_for_second_trial(lines: queue.Queue, timeout_s: float = 400.0) -> str:
+    """Blocks until the process logs the start of a trial after finishing one: Optuna records
+    a trial COMPLETE before it starts the next, so one trial is in the study and the next is
+    RUNNING. Returns that line."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    finished_one = False
+    while True:
+        try:
+            line = lines.get(timeout=max(deadline - time.monotonic(), 0.0))
+        except queue.Empty:
+            raise AssertionError("timed out waiting for the first process's second trial") from None
+        if line is None:
+            raise AssertionError("the first process ended before it started a second trial")
+        if re.search(r"trial \d+: localization_accuracy = ", line):
+            finished_one = True
+        elif finished_one and re.search(r"trial \d+: stage1\.lr=", line):
+            return line
 
 
 @pytest.mark.slow
@@ -49,16 +74,17 @@ def test_killed_search_resumes_and_two_processes_share_one_study(tmp_path):
     storage = f"sqlite:///{(runs / STUDY / 'study.db').resolve()}"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = subprocess.Popen(tune_command(runs, space), env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+                              stderr=subprocess.PIPE, text=True)
     other = subprocess.Popen(tune_command(runs, space), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
     try:
-        worker = f"pid {killed.pid}"
-        # Synchronize on the study itself: kill once the first process finished a trial.
-        wait_until(lambda: [t for t in trials_now(storage) if t.state.name == "COMPLETE"
-                            and t.user_attrs.get("worker", "").endswith(worker)], "a finished trial of the first process")
+        # Synchronized on the first process's own log, no sleeps: it is killed inside its
+        # second trial, when its first one is recorded COMPLETE.
+        wait_for_second_trial(lines_of(killed.stderr))
         killed.send_signal(signal.SIGKILL)
         killed.wait()
+        assert [t for t in trials_now(storage) if t.state.name == "COMPLETE"
+                and t.user_attrs.get("worker", "").endswith(f"pid {killed.pid}")]
         before_kill = {t.number: Path(t.user_attrs["run_dir"], "evaluation.json").stat().st_mtime_ns
                        for t in trials_now(storage) if t.state.name == "COMPLETE"}
         rerun = subprocess.run(tune_command(runs, space), env=env, capture_output=True, text=True, timeout=600)
@@ -80,6 +106,7 @@ def test_killed_search_resumes_and_two_processes_share_one_study(tmp_path):
     assert len({t.user_attrs["run_dir"] for t in finished}) == len(finished)
     # The trial the kill interrupted is not left RUNNING for ever: failed by its missing heartbeat.
     assert not [t for t in trials if t.state.name == "RUNNING"]
+    assert [t for t in trials if t.state.name == "FAIL" and t.user_attrs["worker"].endswith(f"pid {killed.pid}")]
     # Both concurrent processes added trials to the one study (and so did the rerun).
     workers = {t.user_attrs["worker"] for t in finished}
     assert len(workers) >= 2 and f"pid {other.pid}" in " ".join(workers)
