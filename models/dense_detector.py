@@ -28,13 +28,14 @@ A subclass gives:
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import keras
 import tensorflow as tf
 
 from detseg.core.contract import FEATURE_LEVELS
 from detseg.models.ops.nms import NmsConfig
-from detseg.models.task_model import TaskModel
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER, TaskModel
 
 
 class DenseDetectorError(ValueError):
@@ -46,7 +47,8 @@ class DenseHeadConfig:
     """What every dense detector's head config has: post-processing and class names.
 
     `score_threshold`, `iou_threshold`, `max_detections`: class-aware NMS
-    (`ops.nms.NmsConfig`). `class_names`: index -> name (empty: "class_<i>").
+    (`ops.nms.NmsConfig`). `class_names`: index -> name (empty: "class_<i>"). `init`: the
+    kernel initializer of the head's convolutions (`task_model.HEAD_INITIALIZERS`).
     Subclasses (`YoloHeadConfig`, `SsdHeadConfig`) add architecture, targets and loss weights.
     """
 
@@ -54,6 +56,7 @@ class DenseHeadConfig:
     iou_threshold: float = 0.6
     max_detections: int = 100
     class_names: tuple[str, ...] = ()
+    init: Literal["he_normal", "glorot_uniform"] = DEFAULT_HEAD_INITIALIZER
 
 
 def config_from(config_class, value):

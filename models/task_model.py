@@ -21,6 +21,13 @@
   `{"class_probabilities", "box"}`.
 - `get_config` / `from_config` round-trip, nested models included: constructor arguments
   named in `nested_model_keys` are serialized by `get_config` and rebuilt by `from_config`.
+- Mixed precision (`keras.mixed_precision`, the run's `precision`): layers compute in
+  bfloat16/float16 with float32 variables, but every head's last layers are
+  `HEAD_OUTPUT_DTYPE` (float32), so `call`'s raw outputs, the losses, box decoding, the
+  assigners, NMS and `predict_step`'s outputs stay float32 whatever the policy.
+- Heads' hidden layers take their kernel initializer from the head config's `init`
+  (`HEAD_INITIALIZERS`; default `glorot_uniform`, Keras's own default); prediction layers
+  with a deliberate initializer (small normals, zeros, bilinear kernels) keep it.
 - `compile` defaults `jit_compile=False`: NMS, `crop_and_resize` and the target assigners
   may not compile under XLA, and Keras's `"auto"` would try XLA on a GPU run. A caller
   who wants XLA passes `jit_compile=True`.
@@ -30,6 +37,10 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+HEAD_OUTPUT_DTYPE = "float32"  # dtype of every head's last layers, under any precision policy
+HEAD_INITIALIZERS = ("he_normal", "glorot_uniform")  # values of the head configs' `init`
+DEFAULT_HEAD_INITIALIZER = "glorot_uniform"  # what the heads used before `init` existed
 
 
 class TaskModel(keras.Model):

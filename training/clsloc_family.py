@@ -19,6 +19,7 @@ from detseg.data.coco import LabelMap
 from detseg.evaluation.localization_metrics import ClassificationLocalizationMetrics
 from detseg.models.clsloc.classification_localization import (FEATURE_LEVEL, ClassificationLocalizationModel,
                                                               build_clsloc_head)
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
 from detseg.training.model_family import ModelFamily
 
 
@@ -35,12 +36,13 @@ class ClsLocHeadConfig:
     class_loss_weight: float = 1.0
     box_loss_weight: float = 1.0
     smooth_l1_delta: float = 0.1
+    init: Literal["he_normal", "glorot_uniform"] = DEFAULT_HEAD_INITIALIZER  # head layers' kernels
 
 
 def build_head(feature_shapes: dict[str, tuple], num_classes: int, head: ClsLocHeadConfig):
     return build_clsloc_head(feature_shapes[FEATURE_LEVEL], num_classes, hidden_units=head.hidden_units,
                              box_channels=head.box_channels, dropout=head.dropout,
-                             box_pooling=head.box_pooling, class_pooling=head.class_pooling)
+                             box_pooling=head.box_pooling, class_pooling=head.class_pooling, init=head.init)
 
 
 def build_model(backbone, head_model, head: ClsLocHeadConfig, image_size: int):

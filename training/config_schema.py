@@ -1,7 +1,10 @@
 """The training config's schema: frozen dataclasses, every key and type checked.
 
 Sections (see `configs/*.yaml` for annotated examples):
-- `name`, `seed`, `deterministic`, `runs_dir`, `strategy` (default | mirrored | multiworker)
+- `name`, `seed`, `deterministic`, `runs_dir`, `strategy` (default | mirrored | multiworker),
+  `precision` (float32 | mixed_bfloat16 | mixed_float16: Keras mixed precision for the
+  model's layers; losses, decoding, NMS, the exported signatures, BatchNorm statistics and
+  optimizer state stay float32; mixed_float16 trains with loss scaling, for GPUs)
 - `model`: `family` (a key of `training.families.FAMILIES`), `backbone`, `weights`
   (null | imagenet | path to a `.weights.h5`, e.g. one written by `detseg pretrain`),
   `image_size`, and `head`, whose keys are the family's own head config dataclass.
@@ -34,6 +37,7 @@ from detseg.pipelines.augment import AugmentConfig
 from detseg.training.dataclass_yaml import ConfigError, from_mapping, to_mapping
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policy names
 UNFREEZE_ALL = "all"
 
 
@@ -198,6 +202,7 @@ class TrainConfig:
     deterministic: bool = True
     runs_dir: str = "runs"
     strategy: Literal["default", "mirrored", "multiworker"] = "default"
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -278,7 +283,11 @@ def config_to_yaml(config: TrainConfig) -> str:
 def config_fingerprint(config: TrainConfig) -> str:
     """Hash of everything that decides what a run computes (not how it is distributed).
 
-    A run directory is resumed only by a config with the same fingerprint.
+    A run directory is resumed only by a config with the same fingerprint. `precision:
+    float32` (the default) is left out, so run directories made before the key existed
+    still resume.
     """
     payload = to_mapping(replace(config, strategy="default"))
+    if payload.get("precision") == "float32":
+        del payload["precision"]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -139,7 +139,8 @@ def extract_features(backbone, batches, levels: tuple[str, ...]) -> tuple[dict[s
     @tf.function
     def features_of(x):
         outputs = backbone(x, training=False)
-        return {level: outputs[level] for level in levels}
+        # float32 whatever the precision policy computed them in (numpy has no bfloat16).
+        return {level: tf.cast(outputs[level], tf.float32) for level in levels}
 
     collected: dict[str, list[np.ndarray]] = {level: [] for level in levels}
     targets: list[Any] = []

@@ -30,6 +30,7 @@ from detseg.models.segmentation.fcn import build_fcn_head
 from detseg.models.segmentation.losses import SegmentationLoss
 from detseg.models.segmentation.semantic_segmenter import SemanticSegmenter
 from detseg.models.segmentation.unet import build_unet_decoder
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
 from detseg.training.model_family import ModelFamily
 
 
@@ -41,6 +42,7 @@ class FCNHeadConfig:
     head_filters: int = 128
     dropout: float = 0.1
     learn_final_upsampling: bool = False
+    init: Literal["he_normal", "glorot_uniform"] = DEFAULT_HEAD_INITIALIZER  # the P5 convs' kernels
     cross_entropy_weight: float = 1.0
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] | None = None  # C + 1 weights, background first
@@ -52,6 +54,7 @@ class UNetHeadConfig:
 
     decoder_filters: tuple[int, ...] = (64, 32)
     upsampling: Literal["bilinear", "nearest", "transpose"] = "bilinear"
+    init: Literal["he_normal", "glorot_uniform"] = DEFAULT_HEAD_INITIALIZER  # the decoder convs' kernels
     cross_entropy_weight: float = 1.0
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] | None = None  # C + 1 weights, background first
@@ -69,13 +72,13 @@ def _image_size(feature_shapes: dict[str, tuple]) -> int:
 def build_fcn_family_head(feature_shapes: dict[str, tuple], num_classes: int, head: FCNHeadConfig):
     """`{level: [h, w, c]}` -> FCN head, features -> logits with `num_classes + 1` channels."""
     return build_fcn_head(_feature_inputs(feature_shapes), num_classes + 1, head.variant, head.head_filters, head.dropout,
-                          head.learn_final_upsampling)
+                          head.learn_final_upsampling, head.init)
 
 
 def build_unet_family_head(feature_shapes: dict[str, tuple], num_classes: int, head: UNetHeadConfig):
     """`{level: [h, w, c]}` -> U-Net decoder, features -> logits with `num_classes + 1` channels."""
     return build_unet_decoder(_feature_inputs(feature_shapes), _image_size(feature_shapes),
-                              num_classes + 1, head.decoder_filters, head.upsampling)
+                              num_classes + 1, head.decoder_filters, head.upsampling, head.init)
 
 
 def build_model(backbone, head_model: keras.Model, head, image_size: int) -> keras.Model:

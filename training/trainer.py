@@ -28,7 +28,8 @@ from tensorflow.python.framework import config as tf_framework_config
 
 from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
 from detseg.training.callbacks import progress_verbosity
-from detseg.training.config import TrainConfig, config_fingerprint, config_to_yaml
+from detseg.training.config import ConfigError, TrainConfig, config_fingerprint, config_to_yaml
+from detseg.training.config_schema import PRECISIONS
 from detseg.training.ema import weights_description
 from detseg.training.families import FAMILIES
 from detseg.training.pretrain import pretrain_backbone
@@ -47,6 +48,24 @@ class TrainResult:
     metrics: dict[str, Any]
     headline_metric: str
     resumed: bool
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Keras' dtype policy `precision` (`config.precision`) for the models built inside, then
+    the thread's previous policy back, so later models of a notebook, script or test are not
+    affected. Layers keep the policy they were built with (saved in their config, so a loaded
+    model computes as it trained); heads end in float32 layers. `mixed_float16` models
+    compile with a `keras.mixed_precision.LossScaleOptimizer` (Keras wraps the optimizer of
+    a model built under that policy)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"config key 'precision' must be one of {list(PRECISIONS)}, got {precision!r}")
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 @contextlib.contextmanager
@@ -75,7 +94,7 @@ def train(config: TrainConfig, restart: bool = False, verbose: int | None = None
     `callbacks`: extra Keras callbacks for every stage's `fit`, run after the run's own
     (they see each epoch's logs, the task metric included, e.g. a tuning trial's pruning).
     """
-    with deterministic_ops(config.deterministic):
+    with deterministic_ops(config.deterministic), precision_policy(config.precision):
         return _train(config, restart, verbose, log, tuple(callbacks))
 
 

@@ -115,7 +115,9 @@ def bottleneck_features(session: TrainingSession, backbone: keras.Model, split: 
     key = cache_key(data=dataset_digest(dataset), backbone=config.model.backbone, alpha=config.model.alpha,
                     weights=weights_fingerprint(backbone), image_size=config.model.image_size,
                     preprocessing={"task": family.task, "letterbox_fill": PAD_PIXEL_VALUE,
-                                   "augment": None, "levels": list(family.bottleneck_levels)})
+                                   "augment": None, "levels": list(family.bottleneck_levels),
+                                   # a mixed-precision backbone computes other features
+                                   **({"precision": config.precision} if config.precision != "float32" else {})})
     cache = FeatureCache(config.stage1.cache_dir or session.run_dir.feature_cache_dir)
     cached = cache.load(key)
     if cached is not None:

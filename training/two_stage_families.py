@@ -9,11 +9,13 @@ Evaluation: COCO bbox (and segm) AP with pycocotools, in original pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from detseg.core.contract import DETECTION, FEATURE_LEVELS, FEATURE_STRIDES, INSTANCE
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn
 from detseg.models.rcnn.options import TwoStageOptions
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
 from detseg.training.detection_evaluation import coco_evaluator
 from detseg.training.model_family import ModelFamily
 from detseg.training.one_stage_families import no_compile_arguments
@@ -39,6 +41,7 @@ class TwoStageHeadConfig:
     canonical_size: float = 112.0
     score_threshold: float = 0.05
     max_detections: int = 100
+    init: Literal["he_normal", "glorot_uniform"] = DEFAULT_HEAD_INITIALIZER  # box fc + mask head kernels
 
     def options(self) -> dict:
         return {"anchor_sizes": self.anchor_sizes, "anchor_scales": self.anchor_scales,
@@ -57,7 +60,7 @@ def _image_size(feature_shapes: dict) -> tuple[int, int]:
 def _build_head(with_masks: bool):
     def build_head(feature_shapes, num_classes: int, head: TwoStageHeadConfig):
         common = dict(image_size=_image_size(feature_shapes), levels=FEATURE_LEVELS, fpn_channels=head.fpn_channels,
-                      box_head_units=head.box_head_units, options=head.options())
+                      box_head_units=head.box_head_units, options=head.options(), init=head.init)
         if with_masks:
             model = build_mask_rcnn(None, num_classes, mask_channels=head.mask_channels,
                                     mask_convs=head.mask_convs, **common)

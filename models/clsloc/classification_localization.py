@@ -28,7 +28,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from detseg.models.task_model import TaskModel
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER, HEAD_OUTPUT_DTYPE, TaskModel
 from detseg.models.clsloc.losses import (
     BOX_LOSSES, LOCALIZATION_IOU_THRESHOLD, SMOOTH_L1, box_ious, box_regression_loss, class_hits,
     classification_loss, localization_hits, object_mask)
@@ -44,7 +44,8 @@ class ClassificationLocalizationError(ValueError):
 
 def build_clsloc_head(feature_shape, num_classes: int, hidden_units: int = 256,
                       box_channels: int = 32, dropout: float = 0.2, box_pooling: str = "flatten",
-                      class_pooling: str = "average", name: str = "clsloc_head") -> keras.Model:
+                      class_pooling: str = "average", init: str = DEFAULT_HEAD_INITIALIZER,
+                      name: str = "clsloc_head") -> keras.Model:
     """The head: P5 features `[B, h, w, c]` -> class logits `[B, C]` and a normalized box `[B, 4]`.
 
     Class branch: global pooling -> dense(hidden_units, relu) -> dense(C). Average
@@ -55,6 +56,8 @@ def build_clsloc_head(feature_shape, num_classes: int, hidden_units: int = 256,
     away, and a frozen backbone (stage 1) cannot learn to encode it in the channels.
     `"average"` pools like the class branch (fewer weights, needs fine-tuning to
     localize). Then dense(hidden_units, relu) -> dense(4, sigmoid): xyxy in 0..1.
+    `init`: kernel initializer of every conv and dense layer (`task_model.HEAD_INITIALIZERS`);
+    the two output layers are float32 under any mixed-precision policy.
     """
     if box_pooling not in BOX_POOLINGS:
         raise ClassificationLocalizationError(
@@ -69,16 +72,19 @@ def build_clsloc_head(feature_shape, num_classes: int, hidden_units: int = 256,
                else keras.layers.GlobalAveragePooling2D)
     pooled = pooling(name="class_pool")(features)
     x = keras.layers.Dropout(dropout, name="class_dropout")(pooled)
-    x = keras.layers.Dense(hidden_units, activation="relu", name="class_hidden")(x)
-    logits = keras.layers.Dense(int(num_classes), name="class_logits")(x)
+    x = keras.layers.Dense(hidden_units, activation="relu", kernel_initializer=init, name="class_hidden")(x)
+    logits = keras.layers.Dense(int(num_classes), kernel_initializer=init, dtype=HEAD_OUTPUT_DTYPE,
+                                name="class_logits")(x)
     if box_pooling == "flatten":
-        y = keras.layers.Conv2D(box_channels, 1, activation="relu", name="box_reduce")(features)
+        y = keras.layers.Conv2D(box_channels, 1, activation="relu", kernel_initializer=init,
+                                name="box_reduce")(features)
         y = keras.layers.Flatten(name="box_flatten")(y)
     else:
         y = keras.layers.GlobalAveragePooling2D(name="box_pool")(features)
     y = keras.layers.Dropout(dropout, name="box_dropout")(y)
-    y = keras.layers.Dense(hidden_units, activation="relu", name="box_hidden")(y)
-    box = keras.layers.Dense(4, activation="sigmoid", name="box_normalized")(y)
+    y = keras.layers.Dense(hidden_units, activation="relu", kernel_initializer=init, name="box_hidden")(y)
+    box = keras.layers.Dense(4, activation="sigmoid", kernel_initializer=init, dtype=HEAD_OUTPUT_DTYPE,
+                             name="box_normalized")(y)
     return keras.Model(features, {"class_logits": logits, "box_normalized": box}, name=name)
 
 
@@ -94,7 +100,8 @@ def build_classifier(backbone: keras.Model, num_classes: int, dropout: float = 0
     features = backbone(images)[FEATURE_LEVEL]
     x = keras.layers.GlobalAveragePooling2D(name="pool")(features)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
-    probs = keras.layers.Dense(int(num_classes), activation="softmax", name="class_probs")(x)
+    probs = keras.layers.Dense(int(num_classes), activation="softmax", dtype=HEAD_OUTPUT_DTYPE,
+                               name="class_probs")(x)
     return keras.Model(images, probs, name=name)
 
 

@@ -27,10 +27,11 @@ BN_MOMENTUM = 0.97  # BatchNorm statistics follow a short training run quickly
 BN_EPSILON = 1e-3
 
 
-def conv_bn_silu(x, filters: int, kernel_size: int, strides: int = 1, name: str = "conv"):
+def conv_bn_silu(x, filters: int, kernel_size: int, strides: int = 1, name: str = "conv",
+                 kernel_initializer: str = "glorot_uniform"):
     """Conv (no bias) -> BatchNorm -> SiLU: `[B, h, w, c] -> [B, h / strides, w / strides, filters]`."""
     x = keras.layers.Conv2D(int(filters), kernel_size, strides=strides, padding="same",
-                            use_bias=False, name=f"{name}_conv")(x)
+                            use_bias=False, kernel_initializer=kernel_initializer, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=f"{name}_bn")(x)
     return keras.layers.Activation("silu", name=f"{name}_silu")(x)
 

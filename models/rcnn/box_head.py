@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
+
 
 @keras.saving.register_keras_serializable(package="detseg")
 class BoxHead(keras.layers.Layer):
@@ -22,18 +24,24 @@ class BoxHead(keras.layers.Layer):
     Args:
         num_classes: `C` object classes (the background logit is added).
         units: width of the two hidden layers.
+        kernel_initializer: of the two hidden layers (`task_model.HEAD_INITIALIZERS`); the
+            classifier and regressor start from small normals whatever it is.
     Input `[B, R, P, P, C_feat]`; output `{"class_logits": [B, R, C + 1],
     "box_deltas": [B, R, C, 4]}`, float32.
     """
 
-    def __init__(self, num_classes: int, units: int = 256, **kwargs):
+    def __init__(self, num_classes: int, units: int = 256, kernel_initializer: str = DEFAULT_HEAD_INITIALIZER,
+                 **kwargs):
         super().__init__(**kwargs)
         if int(num_classes) < 1:
             raise ValueError(f"BoxHead: num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.units = int(units)
-        self.hidden1 = keras.layers.Dense(self.units, activation="relu", name="box_fc1")
-        self.hidden2 = keras.layers.Dense(self.units, activation="relu", name="box_fc2")
+        self.kernel_initializer = kernel_initializer
+        self.hidden1 = keras.layers.Dense(self.units, activation="relu", kernel_initializer=kernel_initializer,
+                                          name="box_fc1")
+        self.hidden2 = keras.layers.Dense(self.units, activation="relu", kernel_initializer=kernel_initializer,
+                                          name="box_fc2")
         self.classifier = keras.layers.Dense(
             self.num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
             name="box_class_logits")
@@ -63,4 +71,5 @@ class BoxHead(keras.layers.Layer):
         return {"class_logits": tf.cast(logits, tf.float32), "box_deltas": tf.cast(deltas, tf.float32)}
 
     def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes, "units": self.units}
+        return {**super().get_config(), "num_classes": self.num_classes, "units": self.units,
+                "kernel_initializer": self.kernel_initializer}

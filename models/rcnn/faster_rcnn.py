@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from detseg.models.task_model import TaskModel
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER, TaskModel
 
 from detseg.core.contract import FEATURE_LEVELS
 from detseg.models.ops.anchors import AnchorGenerator, level_shapes
@@ -159,8 +159,13 @@ class FasterRCNN(TaskModel):
                 "proposals": proposals["boxes"]}
 
     def pool(self, features, boxes, size: int):
-        """RoIAlign `[B, R, 4]` boxes -> `[B, R, size, size, channels]`."""
+        """RoIAlign `[B, R, 4]` boxes -> `[B, R, size, size, channels]`, float32.
+
+        In float32 whatever the precision policy: `crop_and_resize` takes no bfloat16, and
+        the heads cast their inputs to their own compute dtype.
+        """
         strides = {name: 2 ** level_number(name) for name in self.levels}
+        features = {name: tf.cast(features[name], tf.float32) for name in self.levels}
         return roi_align(features, boxes, size, strides, self.options.sampling_ratio,
                          self.options.canonical_size, self.options.canonical_level)
 
@@ -241,11 +246,16 @@ class FasterRCNN(TaskModel):
 
 def build_faster_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                       fpn_channels: int = 64, box_head_units: int = 256,
-                      options: TwoStageOptions | dict | None = None) -> FasterRCNN:
-    """A `FasterRCNN` with fresh neck, RPN head and box head (widths from the options)."""
+                      options: TwoStageOptions | dict | None = None,
+                      init: str = DEFAULT_HEAD_INITIALIZER) -> FasterRCNN:
+    """A `FasterRCNN` with fresh neck, RPN head and box head (widths from the options).
+
+    `init`: kernel initializer of the box head's hidden layers (`task_model.HEAD_INITIALIZERS`);
+    the RPN and the box head's output layers keep their small-normal starts.
+    """
     options = options if isinstance(options, TwoStageOptions) else TwoStageOptions.from_dict(options)
     neck = FeaturePyramid(levels, fpn_channels, name="fpn")
     rpn_head = RPNHead(levels, options.anchors_per_cell, fpn_channels, name="rpn_head")
-    box_head = BoxHead(num_classes, box_head_units, name="box_head")
+    box_head = BoxHead(num_classes, box_head_units, kernel_initializer=init, name="box_head")
     return FasterRCNN(backbone, neck, rpn_head, box_head, image_size=image_size, options=options)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
+
 
 @keras.saving.register_keras_serializable(package="detseg")
 class MaskHead(keras.layers.Layer):
@@ -24,19 +26,23 @@ class MaskHead(keras.layers.Layer):
         num_classes: `C`, one mask channel per object class.
         channels: width of the convolutions.
         num_convs: 3x3 convolutions before the upsampling (4 in the paper).
+        kernel_initializer: of every layer (`task_model.HEAD_INITIALIZERS`).
     Input `[B, M, P, P, C_feat]`; output float32 logits `[B, M, 2P, 2P, C]`.
     """
 
-    def __init__(self, num_classes: int, channels: int = 64, num_convs: int = 2, **kwargs):
+    def __init__(self, num_classes: int, channels: int = 64, num_convs: int = 2,
+                 kernel_initializer: str = DEFAULT_HEAD_INITIALIZER, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.channels = int(channels)
         self.num_convs = int(num_convs)
-        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu",
+        self.kernel_initializer = kernel_initializer
+        init = kernel_initializer
+        self.convs = [keras.layers.Conv2D(self.channels, 3, padding="same", activation="relu", kernel_initializer=init,
                                           name=f"mask_conv{i + 1}") for i in range(self.num_convs)]
         self.upsample = keras.layers.Conv2DTranspose(self.channels, 2, strides=2, activation="relu",
-                                                     name="mask_upsample")
-        self.logits = keras.layers.Conv2D(self.num_classes, 1, name="mask_logits")
+                                                     kernel_initializer=init, name="mask_upsample")
+        self.logits = keras.layers.Conv2D(self.num_classes, 1, kernel_initializer=init, name="mask_logits")
 
     def build(self, input_shape):
         shape = (None,) + tuple(input_shape[2:])
@@ -60,4 +66,4 @@ class MaskHead(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes, "channels": self.channels,
-                "num_convs": self.num_convs}
+                "num_convs": self.num_convs, "kernel_initializer": self.kernel_initializer}

@@ -24,6 +24,7 @@ from detseg.models.rcnn.losses import class_specific
 from detseg.models.necks.fpn import FeaturePyramid
 from detseg.models.rcnn.options import TwoStageConfigError, TwoStageOptions
 from detseg.models.rcnn.mask_head import MaskHead
+from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
 from detseg.models.rcnn.mask_paste import paste_masks
 from detseg.models.rcnn.mask_targets import mask_loss, mask_targets
 from detseg.models.rcnn.rpn_head import RPNHead
@@ -95,8 +96,9 @@ class MaskRCNN(FasterRCNN):
 
 def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                     fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 32,
-                    mask_convs: int = 2, options: TwoStageOptions | dict | None = None) -> MaskRCNN:
-    """A `MaskRCNN` with fresh neck, RPN, box and mask heads.
+                    mask_convs: int = 2, options: TwoStageOptions | dict | None = None,
+                    init: str = DEFAULT_HEAD_INITIALIZER) -> MaskRCNN:
+    """A `MaskRCNN` with fresh neck, RPN, box and mask heads (`init`: as `build_faster_rcnn`).
 
     `mask_channels` defaults to 32 (the paper: 256), which keeps the mask branch, run on
     every sampled positive and every detection, from dominating CPU training and inference.
@@ -104,6 +106,6 @@ def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_
     options = options if isinstance(options, TwoStageOptions) else TwoStageOptions.from_dict(options)
     neck = FeaturePyramid(levels, fpn_channels, name="fpn")
     rpn_head = RPNHead(levels, options.anchors_per_cell, fpn_channels, name="rpn_head")
-    box_head = BoxHead(num_classes, box_head_units, name="box_head")
-    mask_head = MaskHead(num_classes, mask_channels, mask_convs, name="mask_head")
+    box_head = BoxHead(num_classes, box_head_units, kernel_initializer=init, name="box_head")
+    mask_head = MaskHead(num_classes, mask_channels, mask_convs, kernel_initializer=init, name="mask_head")
     return MaskRCNN(backbone, neck, rpn_head, box_head, mask_head, image_size=image_size, options=options)

@@ -51,27 +51,31 @@ def _check_backbone(backbone: keras.Model, variant: str) -> None:
                 f"{height}x{width} images, not stride {FEATURE_STRIDES[level]}")
 
 
-def _p5_scores(p5, num_classes: int, head_filters: int, dropout: float):
+def _p5_scores(p5, num_classes: int, head_filters: int, dropout: float, init: str):
     """`[B, h, w, c5] -> [B, h, w, C]`: the 'fully convolutional classifier' on P5."""
     x = p5
     if head_filters:
-        x = keras.layers.Conv2D(head_filters, 3, padding="same", use_bias=False, name="head_conv")(x)
+        x = keras.layers.Conv2D(head_filters, 3, padding="same", use_bias=False, kernel_initializer=init,
+                                name="head_conv")(x)
         x = keras.layers.BatchNormalization(name="head_bn")(x)
         x = keras.layers.ReLU(name="head_relu")(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    return keras.layers.Conv2D(num_classes, 1, name="score_p5")(x)
+    return keras.layers.Conv2D(num_classes, 1, kernel_initializer=init, name="score_p5")(x)
 
 
 def build_fcn_head(features: dict, num_classes: int, variant: str, head_filters: int,
-                   dropout: float, learn_final_upsampling: bool) -> keras.Model:
+                   dropout: float, learn_final_upsampling: bool, init: str = "glorot_uniform") -> keras.Model:
     """The FCN head as a model: `features` (keras.Inputs by level) -> logits `[B, H, W, C]`.
+
+    `init`: kernel initializer of the P5 convolutions (`task_model.HEAD_INITIALIZERS`); the
+    skip scores start at zero and the upsamplings bilinear whatever it is.
 
     Every given level is an input, even those the variant ignores (FCN-32s reads only
     P5), so the head takes the same feature dict whatever the variant.
     """
     inputs = dict(features)
-    scores = _p5_scores(inputs["P5"], num_classes, head_filters, dropout)
+    scores = _p5_scores(inputs["P5"], num_classes, head_filters, dropout, init)
     stride = FEATURE_STRIDES["P5"]
     for level in FCN_SKIPS[variant]:
         scores = bilinear_upsampling_layer(2, num_classes, name=f"upsample_to_{level.lower()}")(scores)

@@ -47,10 +47,11 @@ def stride_name(stride: int) -> str:
     return f"P{int(math.log2(stride))}"
 
 
-def _conv_block(x, filters: int, prefix: str):
+def _conv_block(x, filters: int, prefix: str, kernel_initializer: str = "glorot_uniform"):
     """Two 3x3 conv-BN-ReLU: `[B, h, w, c] -> [B, h, w, filters]`."""
     for index in (1, 2):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{prefix}_conv{index}")(x)
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=kernel_initializer,
+                                name=f"{prefix}_conv{index}")(x)
         x = keras.layers.BatchNormalization(name=f"{prefix}_bn{index}")(x)
         x = keras.layers.ReLU(name=f"{prefix}_relu{index}")(x)
     return x
@@ -117,17 +118,20 @@ def _feature_strides(features: dict, image_height: int) -> dict[int, str]:
     return {image_height // int(tensor.shape[1]): name for name, tensor in features.items()}
 
 
-def _upsample(x, mode: str, name: str):
+def _upsample(x, mode: str, name: str, kernel_initializer: str = "glorot_uniform"):
     """x2 upsampling: `[B, h, w, c] -> [B, 2h, 2w, c]` (see `UPSAMPLING_MODES`)."""
     if mode == "transpose":
         channels = int(x.shape[-1])
-        return keras.layers.Conv2DTranspose(channels, 2, strides=2, name=name)(x)
+        return keras.layers.Conv2DTranspose(channels, 2, strides=2, kernel_initializer=kernel_initializer,
+                                            name=name)(x)
     return keras.layers.UpSampling2D(2, interpolation=mode, name=name)(x)
 
 
 def build_unet_decoder(features: dict, image_height: int, num_classes: int, decoder_filters,
-                       upsampling: str = "bilinear") -> keras.Model:
+                       upsampling: str = "bilinear", init: str = "glorot_uniform") -> keras.Model:
     """Encoder features (`keras.Input`s by name) -> logits `[B, H, W, C]`.
+
+    `init`: kernel initializer of the decoder's convolutions (`task_model.HEAD_INITIALIZERS`).
 
     `image_height` (H) gives each feature's stride; the deepest feature is the bottom.
 
@@ -150,12 +154,12 @@ def build_unet_decoder(features: dict, image_height: int, num_classes: int, deco
     x = inputs[used[0]]
     for index, filters in enumerate(decoder_filters):
         stride //= 2
-        x = _upsample(x, upsampling, name=f"decoder{index}_upsample")
+        x = _upsample(x, upsampling, name=f"decoder{index}_upsample", kernel_initializer=init)
         if stride in by_stride:
             used.append(by_stride[stride])
             x = keras.layers.Concatenate(name=f"decoder{index}_concat")([x, inputs[used[-1]]])
-        x = _conv_block(x, int(filters), prefix=f"decoder{index}")
-    logits = keras.layers.Conv2D(num_classes, 1, name="score")(x)
+        x = _conv_block(x, int(filters), prefix=f"decoder{index}", kernel_initializer=init)
+    logits = keras.layers.Conv2D(num_classes, 1, kernel_initializer=init, name="score")(x)
     logits = bilinear_upsampling_layer(stride, num_classes, name=f"upsample_x{stride}", trainable=False)(logits)
     # Only the levels the decoder reads are inputs (a short decoder skips the shallow ones).
     return keras.Model({name: inputs[name] for name in used}, float32_logits(logits), name="unet_decoder")

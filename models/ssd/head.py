@@ -17,6 +17,8 @@ K * (C + 1), never from literals).
 
 Each level predicts with a 3x3 conv (Liu et al. 2016), after an optional shared-width
 3x3 conv_bn_relu (`head_width > 0`) that gives the small backbone features some room.
+The convolutions start from `config.init`; the prediction convs, flattening and
+concatenation are float32 under any mixed-precision policy (`HEAD_OUTPUT_DTYPE`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
 from detseg.models.dense_detector import DenseHeadConfig
 from detseg.models.ops.anchors import AnchorGenerator, linear_anchor_sizes
 from detseg.models.ops.box_coding import SSD_VARIANCES
+from detseg.models.task_model import HEAD_OUTPUT_DTYPE
 
 SSD_BACKGROUND = 0  # class-logit column of "no object"; class c is column c + 1
 BACKBONE_STRIDES = tuple(FEATURE_STRIDES[level] for level in FEATURE_LEVELS)  # (8, 16, 32)
@@ -89,9 +92,9 @@ class SsdHeadConfig(DenseHeadConfig):
                                aspect_ratios=self.aspect_ratios)
 
 
-def _conv_bn_relu(x, filters: int, kernel_size: int, strides: int, name: str):
+def _conv_bn_relu(x, filters: int, kernel_size: int, strides: int, name: str, init: str):
     x = keras.layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
-                            name=f"{name}_conv")(x)
+                            kernel_initializer=init, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -100,8 +103,8 @@ def _extra_levels(p5, config: SsdHeadConfig) -> list:
     levels, x = [], p5
     for index in range(config.extra_levels):
         name = f"extra_P{6 + index}"
-        x = _conv_bn_relu(x, max(config.extra_width // 2, 1), 1, 1, f"{name}_reduce")
-        x = _conv_bn_relu(x, config.extra_width, 3, 2, f"{name}_down")
+        x = _conv_bn_relu(x, max(config.extra_width // 2, 1), 1, 1, f"{name}_reduce", config.init)
+        x = _conv_bn_relu(x, config.extra_width, 3, 2, f"{name}_down", config.init)
         levels.append(x)
     return levels
 
@@ -109,16 +112,18 @@ def _extra_levels(p5, config: SsdHeadConfig) -> list:
 def _level_predictions(feature, level: str, per_cell: int, num_outputs: int, config: SsdHeadConfig):
     """`[B, h, w, c]` -> box deltas `[B, h*w*K, 4]` and class logits `[B, h*w*K, C + 1]`."""
     if config.head_width:
-        feature = _conv_bn_relu(feature, config.head_width, 3, 1, f"head_{level}_shared")
-    box = keras.layers.Conv2D(per_cell * 4, 3, padding="same", name=f"head_{level}_box_pred")(feature)
+        feature = _conv_bn_relu(feature, config.head_width, 3, 1, f"head_{level}_shared", config.init)
+    box = keras.layers.Conv2D(per_cell * 4, 3, padding="same", name=f"head_{level}_box_pred",
+                              kernel_initializer=config.init, dtype=HEAD_OUTPUT_DTYPE)(feature)
     # Background starts at BACKGROUND_PRIOR, the classes share the rest: early losses stay
     # small instead of every default box shouting "object".
     background_bias = math.log(BACKGROUND_PRIOR * (num_outputs - 1) / (1.0 - BACKGROUND_PRIOR))
     bias = [background_bias if k % num_outputs == SSD_BACKGROUND else 0.0 for k in range(per_cell * num_outputs)]
     cls = keras.layers.Conv2D(per_cell * num_outputs, 3, padding="same", name=f"head_{level}_class_pred",
+                              kernel_initializer=config.init, dtype=HEAD_OUTPUT_DTYPE,
                               bias_initializer=keras.initializers.Constant(bias))(feature)
-    box = keras.layers.Reshape((-1, 4), name=f"head_{level}_box_flat")(box)
-    cls = keras.layers.Reshape((-1, num_outputs), name=f"head_{level}_class_flat")(cls)
+    box = keras.layers.Reshape((-1, 4), name=f"head_{level}_box_flat", dtype=HEAD_OUTPUT_DTYPE)(box)
+    cls = keras.layers.Reshape((-1, num_outputs), name=f"head_{level}_class_flat", dtype=HEAD_OUTPUT_DTYPE)(cls)
     return box, cls
 
 
@@ -140,6 +145,7 @@ def build_ssd_network(feature_shapes: dict, num_classes: int, config: SsdHeadCon
         box, cls = _level_predictions(feature, f"P{3 + index}", per_cell, int(num_classes) + 1, config)
         boxes.append(box)
         classes.append(cls)
-    outputs = {"box_deltas": keras.layers.Concatenate(axis=1, name="box_deltas")(boxes),
-               "class_logits": keras.layers.Concatenate(axis=1, name="class_logits")(classes)}
+    outputs = {"box_deltas": keras.layers.Concatenate(axis=1, name="box_deltas", dtype=HEAD_OUTPUT_DTYPE)(boxes),
+               "class_logits": keras.layers.Concatenate(axis=1, name="class_logits",
+                                                        dtype=HEAD_OUTPUT_DTYPE)(classes)}
     return keras.Model(inputs, outputs, name=name)

@@ -15,7 +15,9 @@ focal loss, Li et al. 2020; YOLOv8); the distance is its expectation. Class logi
 independent per class (sigmoid, no background class).
 
 Per level the head is "decoupled" (YOLOX/YOLOv8): a box branch and a class branch,
-each two 3x3 conv_bn_silu and a 1x1 prediction conv. Separate weights per level.
+each two 3x3 conv_bn_silu and a 1x1 prediction conv. Separate weights per level. The
+head's convolutions start from `config.init`; the prediction convs, flattening and
+concatenation are float32 under any mixed-precision policy (`HEAD_OUTPUT_DTYPE`).
 
 This model is what stage 1 of transfer learning trains on cached backbone features;
 `YoloDetector` puts it behind the backbone for stage 2 and inference.
@@ -31,6 +33,7 @@ import keras
 from detseg.core.contract import FEATURE_LEVELS, FEATURE_STRIDES
 from detseg.models.dense_detector import DenseHeadConfig
 from detseg.models.necks.pan_fpn import build_pan_fpn, conv_bn_silu
+from detseg.models.task_model import HEAD_OUTPUT_DTYPE
 
 YOLO_STRIDES = tuple(FEATURE_STRIDES[level] for level in FEATURE_LEVELS)  # (8, 16, 32)
 CLASS_PRIOR = 0.01  # initial class probability: the loss starts near the background answer
@@ -84,25 +87,26 @@ class YoloHeadConfig(DenseHeadConfig):
         return int(box), int(cls)
 
 
-def _prediction_conv(x, filters: int, bias: float, name: str):
-    return keras.layers.Conv2D(filters, 1, name=name,
+def _prediction_conv(x, filters: int, bias: float, name: str, init: str):
+    return keras.layers.Conv2D(filters, 1, name=name, kernel_initializer=init, dtype=HEAD_OUTPUT_DTYPE,
                                bias_initializer=keras.initializers.Constant(bias))(x)
 
 
 def _flatten_cells(x, name: str):
     """`[B, h, w, D]` -> `[B, h * w, D]`, row-major like `grid_points`."""
-    return keras.layers.Reshape((-1, int(x.shape[-1])), name=name)(x)
+    return keras.layers.Reshape((-1, int(x.shape[-1])), name=name, dtype=HEAD_OUTPUT_DTYPE)(x)
 
 
 def _level_head(feature, level: str, num_classes: int, config: YoloHeadConfig):
     box_width, class_width = config.branch_widths(num_classes)
-    box = conv_bn_silu(feature, box_width, 3, name=f"head_{level}_box1")
-    box = conv_bn_silu(box, box_width, 3, name=f"head_{level}_box2")
-    box = _prediction_conv(box, 4 * config.reg_max, 0.0, f"head_{level}_box_pred")
-    cls = conv_bn_silu(feature, class_width, 3, name=f"head_{level}_class1")
-    cls = conv_bn_silu(cls, class_width, 3, name=f"head_{level}_class2")
+    init = config.init
+    box = conv_bn_silu(feature, box_width, 3, name=f"head_{level}_box1", kernel_initializer=init)
+    box = conv_bn_silu(box, box_width, 3, name=f"head_{level}_box2", kernel_initializer=init)
+    box = _prediction_conv(box, 4 * config.reg_max, 0.0, f"head_{level}_box_pred", init)
+    cls = conv_bn_silu(feature, class_width, 3, name=f"head_{level}_class1", kernel_initializer=init)
+    cls = conv_bn_silu(cls, class_width, 3, name=f"head_{level}_class2", kernel_initializer=init)
     prior_logit = -math.log((1.0 - CLASS_PRIOR) / CLASS_PRIOR)
-    cls = _prediction_conv(cls, int(num_classes), prior_logit, f"head_{level}_class_pred")
+    cls = _prediction_conv(cls, int(num_classes), prior_logit, f"head_{level}_class_pred", init)
     return _flatten_cells(box, f"head_{level}_box_flat"), _flatten_cells(cls, f"head_{level}_class_flat")
 
 
@@ -122,7 +126,8 @@ def build_yolo_network(feature_shapes: dict, num_classes: int, config: YoloHeadC
     fused = build_pan_fpn(inputs, config.neck_widths, config.neck_depth)
     boxes, classes = zip(*(_level_head(fused[level], level, num_classes, config) for level in FEATURE_LEVELS))
     outputs = {
-        "box_distribution": keras.layers.Concatenate(axis=1, name="box_distribution")(list(boxes)),
-        "class_logits": keras.layers.Concatenate(axis=1, name="class_logits")(list(classes)),
+        "box_distribution": keras.layers.Concatenate(axis=1, name="box_distribution",
+                                                     dtype=HEAD_OUTPUT_DTYPE)(list(boxes)),
+        "class_logits": keras.layers.Concatenate(axis=1, name="class_logits", dtype=HEAD_OUTPUT_DTYPE)(list(classes)),
     }
     return keras.Model(inputs, outputs, name=name)
