@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--occlusion-patch", type=int_at_least(1), default=16, help="occlusion square side, px")
     p.add_argument("--occlusion-stride", type=int_at_least(1), default=8, help="occlusion square step, px")
     p.add_argument("--patch-layer", default="P3", help="layer of the maximally activating patches")
-    p.add_argument("--patch-channel", type=int_at_least(0), default=0, help="channel of the patches")
+    p.add_argument("--patch-channel", type=int_at_least(0), default=None,
+                   help="channel of the patches (default: the layer's strongest channel over the images)")
     p.add_argument("--top-patches", type=int_at_least(1), default=9, help="how many patches")
     p.add_argument("--ascent-steps", type=int_at_least(1), default=64, help="class model: gradient ascent steps")
     p.add_argument("--ascent-l2", type=float_between(0.0, 1e6), default=1e-4,

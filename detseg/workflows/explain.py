@@ -10,10 +10,10 @@ each of the best `max_detections` detections, its own maps; semantic: each predi
 class's mean probability over its region) get saliency, guided backprop and deconvnet
 side by side, Grad-CAM at `grad_cam_layer`, and occlusion sensitivity. The model itself
 gets, once for all images: first-layer filters, the maximally activating patches of
-`patch_channel` at `patch_layer` over the images, a t-SNE of the objects' bottleneck
-features (coloured by class) with the nearest neighbours of the first object, and class
-model visualizations (the cls+loc head's classes; an EfficientNet-Lite ImageNet class
-with `imagenet_class`). Model pictures go to `out/model/`; every page shows them too.
+`patch_channel` (default: the strongest) at `patch_layer` over the images, a t-SNE of
+the objects' bottleneck features (coloured by class) with the nearest neighbours of the
+first object, and class model visualizations (the cls+loc head's classes; an
+EfficientNet-Lite ImageNet class with `imagenet_class`). Model pictures go to `out/model/`; every page shows them too.
 Every file is written atomically (`detseg.core.atomic_files`).
 """
 
@@ -49,7 +49,7 @@ class ExplainOptions:
     occlusion_patch: int = 16
     occlusion_stride: int = 8
     patch_layer: str = "P3"
-    patch_channel: int = 0
+    patch_channel: int | None = None  # None: the layer's strongest channel over the images
     top_patches: int = 9
     ascent_steps: int = 64
     ascent_l2: float = 1e-4

@@ -1,7 +1,8 @@
 """Pictures and the self-contained HTML page of `detseg explain` (numpy in, uint8 pictures and text out).
 
 - `heatmap_picture(image, heat)`: a map >= 0 over the image (inferno, scaled to its max);
-  `signed_picture(values)`: a signed map (red up, blue down, white 0, symmetric scale);
+  `signed_picture(values, image=...)`: a signed map (red up, blue down, white 0, symmetric
+  scale) over the image's grey version;
   `gradient_picture(gradient)`: a `[S, S, 3]` gradient as an image (mid-grey 0, +-3 std);
   `filters_picture(filters)`: a grid of first-layer kernels; `scatter_picture`: a t-SNE plot.
 - `html_page(title, sections)`: one HTML file with every picture inline as a base64 PNG,
@@ -44,9 +45,9 @@ class Section:
     note: str = ""
 
 
-def enlarged(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
-    """`image` repeated (nearest neighbour) by the integer factor that brings it nearest `side`."""
-    factor = max(1, int(round(side / max(image.shape[:2]))))
+def enlarged(image: np.ndarray, side: int = DISPLAY_SIDE, factor: int | None = None) -> np.ndarray:
+    """`image` repeated (nearest neighbour) by `factor`, or the integer factor that brings it nearest `side`."""
+    factor = max(1, int(factor or round(side / max(image.shape[:2]))))
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
@@ -65,11 +66,23 @@ def heatmap_picture(image: np.ndarray, heat: np.ndarray, box=None, label: str = 
     return _with_box(enlarged(blended.astype(np.uint8)), box, label, heat.shape[0])
 
 
-def signed_picture(values: np.ndarray, box=None, label: str = "") -> np.ndarray:
-    """A signed `[S, S]` map: red positive, blue negative, white zero, scaled to its largest size."""
+def signed_picture(values: np.ndarray, box=None, label: str = "", image: np.ndarray | None = None) -> np.ndarray:
+    """A signed `[S, S]` map: red positive, blue negative, white zero, scaled to its largest size.
+
+    With `image` (`[S, S, 3]`), the map is laid over its grey version, so the places can be read.
+    """
     values = np.asarray(values, np.float32)
     largest = float(np.abs(values).max()) or 1.0
-    return _with_box(enlarged(_colormap("RdBu_r", 0.5 + 0.5 * values / largest)), box, label, values.shape[0])
+    picture = _colormap("RdBu_r", 0.5 + 0.5 * values / largest).astype(np.float32)
+    if image is not None:
+        grey = as_rgb_uint8(image).astype(np.float32).mean(axis=-1, keepdims=True)
+        picture = (1 - HEATMAP_OPACITY) * grey + HEATMAP_OPACITY * picture
+    return _with_box(enlarged(picture.astype(np.uint8)), box, label, values.shape[0])
+
+
+def all_zero(values: np.ndarray) -> bool:
+    """True when a map has nothing to show (every value 0)."""
+    return not np.any(np.asarray(values))
 
 
 def gradient_picture(gradient: np.ndarray) -> np.ndarray:
@@ -134,9 +147,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+# A figure is as wide as its picture (inline-table, caption as table-caption), so long captions
+# wrap under the picture instead of widening the figure and pushing the next one to a new row.
 PAGE_STYLE = ("body{font-family:sans-serif;margin:1.5em;color:#222}h2{margin-top:1.6em;border-bottom:1px solid #ccc}"
-              "figure{display:inline-block;margin:0 1em 1em 0;vertical-align:top;max-width:520px}"
-              "img{max-width:100%}figcaption{font-size:.85em}figcaption b{display:block}p.note{color:#666}")
+              "figure{display:inline-table;margin:0 1em 1em 0;vertical-align:top}"
+              "img{display:block;max-width:640px}figcaption{display:table-caption;caption-side:bottom;"
+              "font-size:.85em}figcaption b{display:block}p.note{color:#666}")
 
 
 def html_page(title: str, sections: Sequence[Section], intro: str = "") -> str:

@@ -15,12 +15,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from detseg.data.draw import image_grid, save_png
-from detseg.workflows.explain_page import (Figure, Section, boxed_picture, enlarged, filters_picture,
+from detseg.workflows.explain_page import (Figure, Section, all_zero, boxed_picture, enlarged, filters_picture,
                                            gradient_picture, heatmap_picture, scatter_picture, signed_picture)
 
 MAX_OBJECTS_PER_IMAGE = 20
 NEIGHBOURS = 5
 CLASS_MODELS_SHOWN = 4
+PATCH_SIDE = 96  # display side of the largest patch, px
+FLAT_SCORE = 1e-3  # a class model whose score rose less than this shows a note
 
 
 @dataclass
@@ -45,8 +47,9 @@ def image_sections(model, frame: np.ndarray, class_names: Sequence[str], options
     targets = explanation_targets(model, frame, class_names, options.max_detections, options.min_score,
                                   options.class_index)
     if not targets:
-        return [Section("Detections", note=f"no detection scored at least {options.min_score}: nothing to "
-                                           f"explain in this image (lower --min-score)")], [], []
+        return [Section("Detections", note=f"no detection scored at least {options.min_score} (nor the model's "
+                                           f"own NMS score threshold): nothing to explain in this image "
+                                           f"(lower --min-score, or train longer)")], [], []
     sections, pngs = [], []
     for number, target in enumerate(targets, start=1):
         figures = [Figure("input", boxed_picture(frame, target.box, target.label), "the model's frame")]
@@ -54,25 +57,43 @@ def image_sections(model, frame: np.ndarray, class_names: Sequence[str], options
             figures.append(Figure("region", heatmap_picture(frame, target.region.astype(np.float32)),
                                   "pixels the mean score is taken over"))
         methods = {
-            "saliency": lambda: Figure("saliency", heatmap_picture(
-                frame, attribution.saliency_map(target, frame), target.box, target.label),
-                "|d score / d pixel|, max over channels"),
-            "guided_backprop": lambda: Figure("guided backprop", gradient_picture(
-                attribution.guided_backprop(model, target, frame)), "positive gradients through active units"),
-            "deconvnet": lambda: Figure("deconvnet", gradient_picture(
-                attribution.deconvnet(model, target, frame)), "positive gradients, no forward gate"),
-            "grad_cam": lambda: Figure(f"Grad-CAM at {options.grad_cam_layer}", heatmap_picture(
-                frame, attribution.grad_cam(model, target, frame, options.grad_cam_layer)[0], target.box,
-                target.label), "feature maps weighted by their mean gradient"),
-            "occlusion": lambda: Figure("occlusion", signed_picture(attribution.occlusion_map(
-                target, frame, options.occlusion_patch, options.occlusion_stride), target.box, target.label),
-                f"score drop under a grey {options.occlusion_patch} px square (red: the score falls)"),
+            "saliency": lambda: _heat_figure("saliency", frame, attribution.saliency_map(target, frame), target,
+                                             "|d score / d pixel|, max over channels"),
+            "guided_backprop": lambda: _gradient_figure(
+                "guided backprop", attribution.guided_backprop(model, target, frame),
+                "positive gradients through active units"),
+            "deconvnet": lambda: _gradient_figure("deconvnet", attribution.deconvnet(model, target, frame),
+                                                  "positive gradients, no forward gate"),
+            "grad_cam": lambda: _heat_figure(
+                f"Grad-CAM at {options.grad_cam_layer}", frame,
+                attribution.grad_cam(model, target, frame, options.grad_cam_layer)[0], target,
+                "feature maps weighted by their mean gradient"),
+            "occlusion": lambda: _occlusion_figure(attribution.occlusion_map(
+                target, frame, options.occlusion_patch, options.occlusion_stride), frame, target, options),
         }
         for method in (m for m in options.methods if m in methods):
             figures.append(_saved(methods[method](), folder / f"{number}_{method}.png", pngs))
         pngs.append(save_png(figures[0].image, folder / f"{number}_input.png"))
         sections.append(Section(f"Target {number}: {target.label}", figures))
     return sections, pngs, [t.label for t in targets]
+
+
+def _heat_figure(title: str, frame, heat: np.ndarray, target, caption: str) -> Figure:
+    if all_zero(heat):
+        caption += " (all zero: nothing here raises this score)"
+    return Figure(title, heatmap_picture(frame, heat, target.box, target.label), caption)
+
+
+def _gradient_figure(title: str, gradient: np.ndarray, caption: str) -> Figure:
+    if all_zero(gradient):
+        caption += " (all zero: no positive gradient gets back to the pixels through the rectifiers)"
+    return Figure(title, gradient_picture(gradient), caption)
+
+
+def _occlusion_figure(drops: np.ndarray, frame, target, options) -> Figure:
+    caption = (f"score drop under a grey {options.occlusion_patch} px square, stride {options.occlusion_stride} "
+               f"(red: the score falls, blue: it rises; largest {float(np.abs(drops).max()):.3f})")
+    return Figure("occlusion", signed_picture(drops, target.box, target.label, frame), caption)
 
 
 def model_sections(model, frames: np.ndarray, class_names: Sequence[str], options, folder: Path,
@@ -100,10 +121,13 @@ def _patches_section(model, frames, class_names, options, folder, pngs) -> Secti
 
     patches = maximally_activating_patches(model, options.patch_layer, options.patch_channel, frames,
                                            options.top_patches)
-    grid = image_grid([enlarged(p.pixels, 96) for p in patches], 3)
-    caption = "; ".join(f"image {p.image_index + 1} cell {p.cell}: {p.activation:.2f}" for p in patches)
-    figure = Figure(f"channel {options.patch_channel} of {options.patch_layer}", grid,
-                    f"receptive fields of the strongest cells, strongest first ({caption})")
+    factor = max(1, round(PATCH_SIDE / max(max(p.pixels.shape[:2]) for p in patches)))  # one scale for all
+    grid = image_grid([enlarged(p.pixels, factor=factor) for p in patches], 3)
+    caption = "; ".join(f"image {p.image_index + 1} cell {p.cell}: {p.activation:.3g}" for p in patches)
+    chosen = "" if options.patch_channel is not None else " (its strongest)"
+    figure = Figure(f"channel {patches[0].channel}{chosen} of {options.patch_layer}", grid,
+                    f"receptive fields of the strongest cells, strongest first, cut at the image border "
+                    f"({caption})")
     return Section("Maximally activating patches", [_saved(figure, folder / "patches.png", pngs)])
 
 
@@ -138,9 +162,8 @@ def _class_model_section(model, frames, class_names, options, folder, pngs) -> S
     if isinstance(model, ClassificationLocalizationModel):
         for index in range(min(model.num_classes, CLASS_MODELS_SHOWN)):
             result = class_model_visualization(clsloc_class_logit(model, index), frames.shape[1:3], ascent)
-            figures.append(_saved(Figure(f"cls+loc head: {class_names[index] if index < len(class_names) else index}",
-                                         enlarged(result.image), f"logit {result.scores[0]:.2f} -> "
-                                                                 f"{result.scores[-1]:.2f}"),
+            name = class_names[index] if index < len(class_names) else index
+            figures.append(_saved(Figure(f"cls+loc head: {name}", enlarged(result.image), _ascent_caption(result)),
                                   folder / f"class_model_{index}.png", pngs))
     else:
         notes.append("the cls+loc head's class models are for classification + localization runs")
@@ -149,11 +172,18 @@ def _class_model_section(model, frames, class_names, options, folder, pngs) -> S
         result = class_model_visualization(classifier_logit(classifier, options.imagenet_class),
                                            classifier.input_shape[1:3], ascent)
         figures.append(_saved(Figure(f"{options.imagenet_classifier} ImageNet class {options.imagenet_class}",
-                                     result.image, f"logit {result.scores[0]:.2f} -> {result.scores[-1]:.2f}"),
+                                     result.image, _ascent_caption(result)),
                               folder / f"class_model_imagenet_{options.imagenet_class}.png", pngs))
     else:
         notes.append("an ImageNet class model is drawn with --imagenet-class")
     return Section("Class model visualization (gradient ascent, L2, jitter, blur)", figures, "; ".join(notes))
+
+
+def _ascent_caption(result) -> str:
+    caption = f"logit {result.scores[0]:.3g} -> {result.scores[-1]:.3g}"
+    if result.scores[-1] - result.scores[0] < FLAT_SCORE:
+        caption += " (flat: this logit barely depends on the pixels, so the image stays near grey)"
+    return caption
 
 
 def scene_objects(model, frames: np.ndarray, min_score: float) -> tuple[list[tuple[int, tuple]], list[int]]:

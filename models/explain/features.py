@@ -3,7 +3,8 @@
 - `first_layer_filters(model)`: the kernels of the first convolution on the pixels,
   float32 `[n, kh, kw, 3]`, each scaled to 0..1 on its own (a picture per filter).
 - `maximally_activating_patches(model, layer, channel, images, top_k)`: where in a set of
-  images one channel of one layer responds most, each with the input region that can
+  images one channel of one layer responds most (`channel=None`: the channel with the
+  strongest response, so an unused channel never fills the picture with zeros), each with the input region that can
   reach that activation (its receptive field, measured by `receptive_field`: the input
   pixels with a non-zero gradient when every activation passes gradients unchanged,
   so the network is treated as linear and ReLU gates cannot shrink it).
@@ -73,20 +74,31 @@ def receptive_field(model: keras.Model, layer: str, y: int, x: int,
 
 @dataclass(frozen=True)
 class Patch:
-    """One strong activation: image index, cell `(y, x)`, value, its input box and pixels."""
+    """One strong activation: image index, cell `(y, x)`, value, its input box and pixels, the channel."""
 
     image_index: int
     cell: tuple[int, int]
     activation: float
     box: tuple[int, int, int, int]
     pixels: np.ndarray
+    channel: int = 0
 
 
-def maximally_activating_patches(model: keras.Model, layer: str, channel: int, images,
+def strongest_channel(activations: np.ndarray) -> int:
+    """The channel of `activations` `[N, h, w, c]` with the largest single value (the first on ties)."""
+    return int(np.argmax(activations.reshape(-1, activations.shape[-1]).max(axis=0)))
+
+
+def maximally_activating_patches(model: keras.Model, layer: str, channel: int | None, images,
                                  top_k: int = 9) -> list[Patch]:
-    """The `top_k` strongest cells of `channel` at `layer` over `images` `[N, S, S, 3]`, strongest first."""
+    """The `top_k` strongest cells of `channel` at `layer` over `images` `[N, S, S, 3]`, strongest first.
+
+    `channel=None` takes `strongest_channel`; every `Patch` says which channel it is of.
+    """
     images = np.asarray(images, np.float32)
     activations = layer_activations(model, layer, images)
+    if channel is None:
+        channel = strongest_channel(activations)
     if not 0 <= channel < activations.shape[-1]:
         raise ExplanationError(f"channel {channel} is out of range: layer {layer!r} has "
                                f"{activations.shape[-1]} channels")
@@ -98,7 +110,7 @@ def maximally_activating_patches(model: keras.Model, layer: str, channel: int, i
         box = receptive_field(model, layer, int(y), int(x), images.shape[1:3])
         x0, y0, x1, y1 = box
         patches.append(Patch(int(n), (int(y), int(x)), float(values[n, y, x]), box,
-                             images[n, y0:y1, x0:x1].astype(np.uint8)))
+                             images[n, y0:y1, x0:x1].astype(np.uint8), int(channel)))
     return patches
 
 

@@ -134,10 +134,11 @@ def semantic_targets(model, images, name, max_targets: int, class_index=None) ->
     targets = []
     for index in classes:
         region = class_map == index
-        if not region.any():
-            region = np.ones_like(region)  # nothing predicted: the whole image
-        targets.append(semantic_region_target(model, index, region,
-                                              "background" if index == 0 else name(index - 1)))
+        label = "background" if index == 0 else name(index - 1)
+        if not region.any():  # nothing predicted as this class: its mean over the whole image
+            region = np.ones_like(region)
+            label += ", predicted nowhere"
+        targets.append(semantic_region_target(model, index, region, label))
     return targets
 
 

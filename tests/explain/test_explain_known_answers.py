@@ -229,3 +229,18 @@ def test_receptive_field_and_maximally_activating_patches_by_hand():
     assert (patches[0].image_index, patches[0].cell, patches[0].box) == (1, (20, 7), (7, 20, 8, 21))
     filters = first_layer_filters(tiny_clsloc()[0])
     assert filters.shape == (8, 3, 3, 3) and filters.min() == 0.0 and filters.max() == 1.0
+
+
+def test_without_a_channel_the_patches_are_of_the_layer_strongest_channel():
+    images = keras.Input((SIZE, SIZE, 3))
+    # Channel c of "split" is 10^c times the image's channel c: a red-only pixel peaks in channel 0,
+    # a blue-only one in channel 2, whatever its position.
+    split = keras.layers.Conv2D(3, 1, use_bias=False, name="split",
+                                kernel_initializer=keras.initializers.Constant(np.diag([1.0, 10.0, 100.0])))(images)
+    model = keras.Model(images, split)
+    frames = np.zeros((2, SIZE, SIZE, 3), np.float32)
+    frames[0, 4, 4, 0] = 255.0
+    frames[1, 9, 3, 2] = 5.0  # 500 in channel 2 beats 255 in channel 0
+    patches = maximally_activating_patches(model, "split", None, frames, top_k=1)
+    assert (patches[0].channel, patches[0].image_index, patches[0].cell) == (2, 1, (9, 3))
+    assert maximally_activating_patches(model, "split", 0, frames, top_k=1)[0].channel == 0
