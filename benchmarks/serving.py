@@ -5,10 +5,17 @@ mapping back to original pixels all in the SavedModel):
 1. latency at batch 1 of the SavedModel called in-process (`signatures["serving_default"]`),
 2. latency at batch 1 of the same model through `detseg serve` over REST (and gRPC),
    and the REST / in-process overhead ratio,
-3. throughput (images/s) with 8 concurrent REST clients sending one image per request,
-   with the server's batching off and on, and their ratio.
+3. the ceiling: the same SavedModel's in-process throughput (images/s) on batches of 16 of
+   the same JPEGs,
+4. throughput (images/s) with 8 concurrent clients sending one image per request, over
+   REST with the server's batching off and on, and over gRPC with batching on; each as a
+   fraction of the ceiling.
+With `--sweep`, step 4 runs for every combination of `--sweep-max-batch-sizes`,
+`--sweep-timeouts-micros` and `--sweep-threads` (batching on, REST) and prints a table:
+how the defaults of `detseg serve --enable_batching` were chosen.
 
-    .venv/bin/python benchmarks/serving.py                     # ~3-4 minutes on 2 cores
+    .venv/bin/python benchmarks/serving.py                     # ~4-5 minutes on 2 cores
+    .venv/bin/python benchmarks/serving.py --sweep --rounds 2  # + the batching-settings table
     .venv/bin/python benchmarks/serving.py --model conv --requests 20   # no models/ dependency
 
 On a machine shared with other jobs, timings drift: the in-process and REST/gRPC calls are
@@ -44,6 +51,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from detseg.serving.batching import BatchingOptions  # noqa: E402
 from detseg.serving.client import ServingClient  # noqa: E402
 from detseg.serving.export import export_saved_model  # noqa: E402
 from detseg.serving.serving_module import ServingModule  # noqa: E402
@@ -156,6 +164,13 @@ def timed_requests(address: str, images: list[bytes], clients: int, requests_per
     return time.perf_counter() - start
 
 
+def in_process_throughput(signature: Callable[..., Any], images: list[bytes], batch: int, iterations: int) -> float:
+    """Images/s of the SavedModel's `serving_default` called in-process on batches of `batch` JPEGs."""
+    batch_images = tf.constant([images[i % len(images)] for i in range(batch)])
+    seconds = paired_latency_ms({"batch": lambda: signature(images=batch_images)}, iterations)["batch"] / 1000
+    return batch / seconds
+
+
 def alternating_throughput(addresses: dict[str, str], images: list[bytes], clients: int, requests: int,
                            rounds: int) -> dict[str, float]:
     """Images/s per server, the servers taking turns in `rounds` short rounds."""
@@ -175,9 +190,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=32, help="requests per client in the throughput runs")
     parser.add_argument("--rounds", type=int, default=4, help="turns the two servers take in the throughput runs")
-    parser.add_argument("--max-batch-size", type=int, default=8)
-    parser.add_argument("--batch-timeout-micros", type=int, default=5000)
-    parser.add_argument("--num-batch-threads", type=int, default=2)
+    parser.add_argument("--ceiling-batch", type=int, default=16, help="batch of the in-process ceiling")
+    parser.add_argument("--max-batch-size", type=int, default=BatchingOptions.max_batch_size)
+    parser.add_argument("--batch-timeout-micros", type=int, default=BatchingOptions.batch_timeout_micros)
+    parser.add_argument("--num-batch-threads", type=int, default=BatchingOptions.num_batch_threads)
+    parser.add_argument("--sweep", action="store_true", help="also measure every combination below")
+    parser.add_argument("--sweep-max-batch-sizes", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--sweep-timeouts-micros", type=int, nargs="+", default=[0, 2000, 10000])
+    parser.add_argument("--sweep-threads", type=int, nargs="+", default=[1, 2])
     return parser.parse_args()
 
 
@@ -197,14 +217,38 @@ def measure(args: argparse.Namespace, images: list[bytes], tmp: Path) -> dict[st
                                      "rest_ms": lambda: rest.predict(images[:1]),
                                      "grpc_ms": lambda: over_grpc.predict(images[:1])}, args.iterations)
         results.update(latency)
+        results["ceiling"] = in_process_throughput(signature, images, args.ceiling_batch, args.iterations)
         rates = alternating_throughput({"unbatched": f"http://127.0.0.1:{plain.rest_port}",
-                                        "batched": f"http://127.0.0.1:{batching.rest_port}"},
+                                        "batched": f"http://127.0.0.1:{batching.rest_port}",
+                                        "batched_grpc": f"127.0.0.1:{batching.grpc_port}"},
                                        images, args.clients, args.requests, args.rounds)
         results.update(rates)
     finally:
         plain.stop()
         batching.stop()
+    if args.sweep:
+        results["sweep"] = sweep(version.parent, images, args)
     return results
+
+
+def sweep(base_path: Path, images: list[bytes], args: argparse.Namespace) -> list[tuple[int, int, int, float]]:
+    """(max_batch_size, batch_timeout_micros, num_batch_threads, REST img/s) per combination."""
+    rows = []
+    for max_batch in args.sweep_max_batch_sizes:
+        for timeout in args.sweep_timeouts_micros:
+            for threads in args.sweep_threads:
+                settings = argparse.Namespace(max_batch_size=max_batch, batch_timeout_micros=timeout,
+                                              num_batch_threads=threads)
+                server = ServerProcess(base_path, batching=True, args=settings)
+                try:
+                    rate = alternating_throughput({"rest": f"http://127.0.0.1:{server.rest_port}"}, images,
+                                                  args.clients, args.requests, args.rounds)["rest"]
+                finally:
+                    server.stop()
+                rows.append((max_batch, timeout, threads, rate))
+                print(f"  sweep: max_batch_size {max_batch:3d}  timeout {timeout:6d} us  threads {threads}  "
+                      f"{rate:7.1f} img/s", flush=True)
+    return rows
 
 
 def report(results: dict[str, float], args: argparse.Namespace) -> None:
@@ -216,10 +260,20 @@ def report(results: dict[str, float], args: argparse.Namespace) -> None:
           f"{r['rest_ms'] / r['in_process_ms']:.2f}")
     print(f"  gRPC round trip, batch 1     {r['grpc_ms']:8.1f} ms   ratio gRPC / in-process = "
           f"{r['grpc_ms'] / r['in_process_ms']:.2f}")
-    print(f"  {args.clients} REST clients, batching off {r['unbatched']:8.1f} img/s")
-    print(f"  {args.clients} REST clients, batching on  {r['batched']:8.1f} img/s   ratio on / off = "
-          f"{r['batched'] / r['unbatched']:.2f}  (max_batch_size {args.max_batch_size}, "
-          f"timeout {args.batch_timeout_micros} us, {args.num_batch_threads} batch threads)")
+    ceiling = r["ceiling"]
+    print(f"  ceiling: in-process, batch {args.ceiling_batch:2d} {ceiling:8.1f} img/s")
+    print(f"  {args.clients} REST clients, batching off {r['unbatched']:8.1f} img/s   "
+          f"{r['unbatched'] / ceiling:.2f} of the ceiling")
+    print(f"  {args.clients} REST clients, batching on  {r['batched']:8.1f} img/s   "
+          f"{r['batched'] / ceiling:.2f} of the ceiling, ratio on / off = {r['batched'] / r['unbatched']:.2f}")
+    print(f"  {args.clients} gRPC clients, batching on  {r['batched_grpc']:8.1f} img/s   "
+          f"{r['batched_grpc'] / ceiling:.2f} of the ceiling")
+    print(f"  (batching: max_batch_size {args.max_batch_size}, timeout {args.batch_timeout_micros} us, "
+          f"{args.num_batch_threads} batch threads)")
+    if "sweep" in r:
+        best = max(r["sweep"], key=lambda row: row[3])
+        print(f"  sweep best: max_batch_size {best[0]}, timeout {best[1]} us, {best[2]} threads: "
+              f"{best[3]:.1f} img/s = {best[3] / ceiling:.2f} of the ceiling")
 
 
 def main() -> None:
