@@ -20,8 +20,12 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/detseg demo --out $(DEMO_OUT)
 
+# One pytest worker per core (pytest-xdist); a test file stays on one worker, so its module
+# fixtures are built once. TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
