@@ -127,13 +127,14 @@ def smoke_run(smoke_runs_dir: Path) -> Callable[[str], SmokeRun]:
             done = smoke_runs_dir / f"smoke_{family}.finished.pickle"
             with _exclusive(smoke_runs_dir / "training.lock"):
                 if done.exists():  # trained by another xdist worker of this session
-                    finished[family] = pickle.loads(done.read_bytes())
+                    finished[family] = SmokeRun(*pickle.loads(done.read_bytes()))
                 else:
                     overrides = SMOKE_RUN_OVERRIDES[family]
                     config_file = SMOKE_CONFIGS / f"{SMOKE_RUN_CONFIG.get(family, family)}.yaml"
                     config = load_config(config_file, [f"runs_dir={smoke_runs_dir}", *overrides])
                     finished[family] = SmokeRun(config, train(config, verbose=0, log=lambda message: None), overrides)
-                    done.write_bytes(pickle.dumps(finished[family]))
+                    # a plain tuple: pickle cannot find `conftest.SmokeRun` by name in another worker
+                    done.write_bytes(pickle.dumps(tuple(finished[family])))
         return finished[family]
 
     return run

@@ -88,6 +88,17 @@ def run_model_source(run: RunModel, dataset: CocoDataset, batch_size: int,
     return ModelSource(run.task, predictions, eval_targets(dataset, run.task), description)
 
 
+def exported_source(predict: SavedModelImages | ServedModelImages, dataset: CocoDataset,
+                    batch_size: int) -> ModelSource:
+    """An exported model's `serving_default` on the dataset's encoded image files."""
+    task = task_of_outputs(predict.output_names)
+    truths = eval_targets(dataset, task)
+    # cls+loc scores images with an object only, as its pipeline does (truths lists them).
+    images = [(image.id, dataset.image_path(image)) for image in dataset.images
+              if task != CLASSIFICATION_LOCALIZATION or image.id in truths]
+    return ModelSource(task, image_predictions(predict, images, batch_size), truths, predict.description)
+
+
 def load_ensemble_runs(run_dirs: Sequence[str | os.PathLike],
                        weights: Sequence[float] | None = None) -> RunModel:
     """Finished runs of one family, image size and class list as ONE `RunModel` whose model
