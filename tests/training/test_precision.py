@@ -141,7 +141,7 @@ def test_yolo_trained_and_exported_with_mixed_bfloat16_serves_float32_like_a_flo
 
     float32_run = smoke_run("yolo")
     config = load_config("smoke/yolo", [f"runs_dir={tmp_path / 'runs'}", "name=yolo_bf16", "precision=mixed_bfloat16",
-                                        "stage1.epochs=1", "stage2.epochs=1"])
+                                        "stage1.epochs=1", "stage2.epochs=0"])  # bf16 steps are slow on CPUs without bf16 units
     result = train(config, verbose=0, log=lambda message: None)
     assert keras.mixed_precision.dtype_policy().name == "float32"
     assert np.isfinite(result.metrics["bbox_AP50"])
