@@ -72,6 +72,18 @@ class SmokeRun(NamedTuple):
     overrides: tuple[str, ...]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files holding `slow` tests run first (each file's own order kept).
+
+    `make test` hands whole files to two xdist workers in collection order (`--dist
+    loadfile`); a heavy file that starts last leaves one worker running it alone while
+    the other has nothing left. Heavy work first, light files filling the gaps at the end,
+    keeps both busy.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: files stay contiguous
+
+
 @pytest.fixture(scope="session")
 def synthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder of the session's synthetic dataset (images/, masks/, annotations/)."""
@@ -103,8 +115,9 @@ def smoke_runs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path):
-    """Holds an exclusive `flock` on `lock_path` (one smoke training at a time across workers:
-    the runs share `runs_dir/synthetic/`)."""
+    """Holds an exclusive `flock` on `lock_path`, across xdist workers: one per smoke run (the
+    first worker trains it, the others wait and load it), and one around making the synthetic
+    folders several runs share, so two workers train different runs at the same time."""
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -116,22 +129,25 @@ def _exclusive(lock_path: Path):
 @pytest.fixture(scope="session")
 def smoke_run(smoke_runs_dir: Path) -> Callable[[str], SmokeRun]:
     """`smoke_run(family) -> SmokeRun`: the family's smoke config trained once per session
-    (once for all xdist workers: the first trains, the others load its pickled `SmokeRun`)."""
+    (once for all xdist workers: the first to ask trains it, the others load its pickled result)."""
     from detseg.training.config import load_config
     from detseg.training.trainer import train
+    from detseg.training.training_data import resolve_training_data
 
     finished: dict[str, SmokeRun] = {}
 
     def run(family: str) -> SmokeRun:
         if family not in finished:
             done = smoke_runs_dir / f"smoke_{family}.finished.pickle"
-            with _exclusive(smoke_runs_dir / "training.lock"):
+            with _exclusive(smoke_runs_dir / f"smoke_{family}.lock"):
                 if done.exists():  # trained by another xdist worker of this session
                     finished[family] = SmokeRun(*pickle.loads(done.read_bytes()))
                 else:
                     overrides = SMOKE_RUN_OVERRIDES[family]
                     config_file = SMOKE_CONFIGS / f"{SMOKE_RUN_CONFIG.get(family, family)}.yaml"
                     config = load_config(config_file, [f"runs_dir={smoke_runs_dir}", *overrides])
+                    with _exclusive(smoke_runs_dir / "synthetic.lock"):  # runs share synthetic folders
+                        resolve_training_data(config)
                     finished[family] = SmokeRun(config, train(config, verbose=0, log=lambda message: None), overrides)
                     # a plain tuple: pickle cannot find `conftest.SmokeRun` by name in another worker
                     done.write_bytes(pickle.dumps(tuple(finished[family])))
