@@ -21,11 +21,13 @@ demo: $(STAMP)
 	$(BIN)/detseg demo --out $(DEMO_OUT)
 
 # One pytest worker per core (pytest-xdist); a test file stays on one worker, so its module
-# fixtures are built once. TEST_WORKERS=0 runs in this process.
+# fixtures are built once. Files go out in collection order, heavy (slow-marked) files first
+# (tests/conftest.py), not xdist's default of most tests first, which left the heaviest files
+# for last, run by one worker while the other idled. TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= auto
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

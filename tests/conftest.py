@@ -73,15 +73,17 @@ class SmokeRun(NamedTuple):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files holding `slow` tests run first (each file's own order kept).
+    """Files with the most `slow` tests run first (each file's own order kept).
 
     `make test` hands whole files to two xdist workers in collection order (`--dist
-    loadfile`); a heavy file that starts last leaves one worker running it alone while
-    the other has nothing left. Heavy work first, light files filling the gaps at the end,
-    keeps both busy.
+    loadfile --no-loadscope-reorder`); a heavy file that starts last leaves one worker
+    running it alone while the other has nothing left. Heavy work first, light files
+    filling the gaps at the end, keeps both busy.
     """
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: files stay contiguous
+    slow_counts: dict = {}
+    for item in items:
+        slow_counts[item.path] = slow_counts.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow_counts[item.path])  # stable: files stay contiguous
 
 
 @pytest.fixture(scope="session")

@@ -244,3 +244,15 @@ def test_without_a_channel_the_patches_are_of_the_layer_strongest_channel():
     patches = maximally_activating_patches(model, "split", None, frames, top_k=1)
     assert (patches[0].channel, patches[0].image_index, patches[0].cell) == (2, 1, (9, 3))
     assert maximally_activating_patches(model, "split", 0, frames, top_k=1)[0].channel == 0
+
+
+@pytest.mark.slow  # builds EfficientNet-Lite0 with its offline ImageNet weights
+def test_gradient_ascent_raises_an_imagenet_class_of_the_lite0_classifier():
+    """The path of `detseg explain --imagenet-class`: the real classifier, offline weights."""
+    from detseg.models.explain.class_model import imagenet_classifier
+
+    classifier = imagenet_classifier("efficientnet_lite0", (96, 96))
+    orange = 950  # an ImageNet class index
+    result = class_model_visualization(classifier_logit(classifier, orange), (96, 96), AscentOptions(steps=6))
+    assert result.image.shape == (96, 96, 3)
+    assert result.scores[-1] > result.scores[0] + 0.5, result.scores
