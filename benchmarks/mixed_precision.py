@@ -57,12 +57,11 @@ import keras  # noqa: E402
 from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
-from detseg.models.backbones.registry import build_backbone, feature_shape  # noqa: E402
 from detseg.pipelines.dataset import build_dataset  # noqa: E402
 from detseg.training.config import load_config  # noqa: E402
 from detseg.training.families import FAMILIES  # noqa: E402
 from detseg.training.trainer import precision_policy, train  # noqa: E402
-from detseg.training.transfer_stages import build_optimizer  # noqa: E402
+from detseg.training.transfer_stages import build_optimizer, build_task_model  # noqa: E402
 from ema import COMMON_OVERRIDES, RUN_OVERRIDES, TrainingCpuCurve  # noqa: E402
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -169,13 +168,9 @@ def fixed_batch(args, task: str, data_dir: Path):
 
 def compiled_model(config, num_classes: int) -> keras.Model:
     """The whole model of `config` (backbone + head, all trainable) under its precision, compiled in graph mode."""
-    spec, size = FAMILIES[config.model.family], config.model.image_size
+    spec = FAMILIES[config.model.family]
     with precision_policy(config.precision):
-        keras.utils.set_random_seed(config.seed)
-        backbone = build_backbone(config.model.backbone, (size, size), None, alpha=config.model.alpha)
-        shapes = {level: feature_shape(backbone, level) for level in spec.bottleneck_levels}
-        head = spec.build_head(shapes, num_classes, config.model.head)
-        model = spec.build_model(backbone, head, config.model.head, size)
+        model, _ = build_task_model(config, spec, num_classes)
         model.compile(optimizer=build_optimizer(config, config.stage2.lr), **spec.compile_kwargs(config.model.head))
     return model
 

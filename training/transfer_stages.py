@@ -79,9 +79,22 @@ def build_backbone_for(config: TrainConfig) -> keras.Model:
 
 
 def build_head_for(session: TrainingSession, backbone: keras.Model) -> keras.Model:
-    keras.utils.set_random_seed(session.config.seed + 1)
-    shapes = {level: feature_shape(backbone, level) for level in session.family.bottleneck_levels}
-    return session.family.build_head(shapes, session.num_classes, session.config.model.head)
+    return _build_head(session.family, session.config, backbone, session.num_classes)
+
+
+def _build_head(family: ModelFamily, config: TrainConfig, backbone: keras.Model, num_classes: int) -> keras.Model:
+    keras.utils.set_random_seed(config.seed + 1)
+    shapes = {level: feature_shape(backbone, level) for level in family.bottleneck_levels}
+    return family.build_head(shapes, num_classes, config.model.head)
+
+
+def build_task_model(config: TrainConfig, family: ModelFamily, num_classes: int) -> tuple[keras.Model, keras.Model]:
+    """`config`'s whole task model (backbone + fresh head, every layer trainable) and its
+    backbone, built under the caller's dtype policy: what stage 2 trains, for tests and
+    benchmarks of single steps."""
+    backbone = build_backbone_for(config)
+    head = _build_head(family, config, backbone, num_classes)
+    return family.build_model(backbone, head, config.model.head, config.model.image_size), backbone
 
 
 def build_optimizer(config: TrainConfig, schedule) -> keras.optimizers.Optimizer:

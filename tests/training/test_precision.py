@@ -20,11 +20,11 @@ import pytest
 import tensorflow as tf
 
 from detseg.data.coco import CocoDataset
-from detseg.models.backbones.registry import build_backbone, feature_shape
 from detseg.pipelines.dataset import build_dataset
 from detseg.training.config import ConfigError, load_config
 from detseg.training.families import FAMILIES
 from detseg.training.trainer import precision_policy
+from detseg.training.transfer_stages import build_task_model
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +38,12 @@ def family_model(family: str, precision: str, num_classes: int):
     the dtypes and the loss scaling are the same. The graph path runs in the YOLO test below.
     """
     config = load_config(f"smoke/{family}", [f"precision={precision}"])
-    spec, size = FAMILIES[family], config.model.image_size
+    spec = FAMILIES[family]
     with precision_policy(config.precision):
-        keras.utils.set_random_seed(0)
-        backbone = build_backbone(config.model.backbone, (size, size), None, alpha=config.model.alpha)
-        shapes = {level: feature_shape(backbone, level) for level in spec.bottleneck_levels}
-        head = spec.build_head(shapes, num_classes, config.model.head)
-        model = spec.build_model(backbone, head, config.model.head, size)
+        model, backbone = build_task_model(config, spec, num_classes)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True,
                       **spec.compile_kwargs(config.model.head))
-    return model, backbone, size
+    return model, backbone, config.model.image_size
 
 
 def float_dtypes(structure) -> set:
