@@ -26,6 +26,13 @@ from detseg.serving.model_config import CONFIG_FILENAME, update_model_config
 
 MAX_RENAME_ATTEMPTS = 20
 
+# Served models are never differentiated (signatures take images and return decoded
+# predictions; training resumes from Keras checkpoints), so the export skips tracing and
+# storing a gradient function for every custom-gradient op, which TF's default does and
+# which was most of a save's time (benchmarks/export_time.py, docs/benchmarks.md). A
+# reloaded export still runs every signature; `tf.GradientTape` through it is unsupported.
+EXPORT_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+
 
 class ExportError(ValueError):
     """An export cannot proceed; the message names the path or version at fault."""
@@ -76,7 +83,7 @@ def export_saved_model(module: Any, model_base_path: str | os.PathLike, version:
     """Save `module` (a `ServingModule`) as `model_base_path/<version>/` and return that path.
 
     Args:
-      module: has `signatures() -> {name: concrete function}` (ServingModule does).
+      module: has `signatures() -> {name: tf.function or concrete function}` (ServingModule does).
       model_base_path: the model's folder; its name is the model name unless `model_name`.
       version: a positive integer; default the next free one. An existing version is an error.
       config_base_path: the base path written into models.config (default: the absolute
@@ -93,7 +100,7 @@ def export_saved_model(module: Any, model_base_path: str | os.PathLike, version:
     chosen = int(version) if version is not None else next_version(base)
     tmp = base / f".tmp-{chosen}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        tf.saved_model.save(module, str(tmp), signatures=signatures)
+        tf.saved_model.save(module, str(tmp), signatures=signatures, options=EXPORT_OPTIONS)
         target = _rename_into_place(tmp, base, chosen, pick_next=version is None)
     finally:
         if tmp.exists():

@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
-from detseg.models.ops.letterbox import letterbox_image, letterbox_images, letterbox_transform
+from detseg.models.ops.letterbox import TRANSFORM_KEYS, letterbox_image, letterbox_images, letterbox_transform
 from detseg.serving.task_outputs import TASKS, served_outputs
 
 DEFAULT_SIGNATURE = "serving_default"
@@ -62,7 +62,12 @@ class ServingModule(tf.Module):
       letterbox: S, the square model size used in training (`models.ops.letterbox`).
       label_names: class index -> name, in index order (`LabelMap.names`).
       trackables: objects holding variables that a plain-function `infer` uses, so the
-        SavedModel saves them (not needed when `infer` is a Keras model or `tf.Module`).
+        SavedModel saves them (not needed when `infer` is a Keras model or `tf.Module`). A
+        list of variables is enough, and saves faster than the Keras model that holds them
+        (`serving_module_for`): the save then need not walk every layer.
+
+    Both signatures call one traced `serve_frame(pixels float32 [B, S, S, 3], transforms
+    {key: float32 [B]}) -> served outputs`, so the model is traced (and stored) once.
     """
 
     def __init__(self, infer: Callable[[tf.Tensor], dict[str, Any]], *, task: str,
@@ -86,6 +91,11 @@ class ServingModule(tf.Module):
             self.labels_asset, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
             tf.string, tf.lookup.TextFileIndex.WHOLE_LINE)
         self.label_table = tf.lookup.StaticHashTable(initializer, default_value="")
+        size = self.letterbox_size
+        self.serve_frame = tf.function(
+            self._serve, autograph=False,
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32),
+                             {key: tf.TensorSpec([None], tf.float32) for key in TRANSFORM_KEYS}])
 
     def _label_lookup(self, classes: tf.Tensor) -> tf.Tensor:
         return self.label_table.lookup(tf.cast(classes, tf.int64))
@@ -115,18 +125,19 @@ class ServingModule(tf.Module):
             decode_and_frame, images,
             fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
         transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], size)
-        return self._serve(pixels, transforms)
+        return self.serve_frame(pixels, transforms)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)], autograph=False)
     def serving_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
         """Same-size RGB images `uint8 [B, H, W, 3]` -> served outputs."""
         framed, transforms = letterbox_images(pixels, self.letterbox_size)
-        return self._serve(framed, transforms)
+        return self.serve_frame(framed, transforms)
 
     def signatures(self) -> dict[str, Any]:
-        """The signature map for `tf.saved_model.save`."""
-        return {DEFAULT_SIGNATURE: self.serving_default.get_concrete_function(),
-                PIXELS_SIGNATURE: self.serving_pixels.get_concrete_function()}
+        """The signature map for `tf.saved_model.save`: the `tf.function`s, not concrete
+        functions, so that they are traced once, inside the save (a function traced
+        before `save` is traced again there: the save context is part of the trace key)."""
+        return {DEFAULT_SIGNATURE: self.serving_default, PIXELS_SIGNATURE: self.serving_pixels}
 
 
 def serving_module_for(model: keras.Model, task: str, image_size: int,
@@ -145,4 +156,5 @@ def serving_module_for(model: keras.Model, task: str, image_size: int,
         return model.predict_step(pixels)
 
     labels = [BACKGROUND_NAME, *class_names] if task == SEMANTIC else list(class_names)
-    return ServingModule(infer, task=task, letterbox=image_size, label_names=labels, trackables=[model])
+    return ServingModule(infer, task=task, letterbox=image_size, label_names=labels,
+                         trackables=[list(model.variables)])

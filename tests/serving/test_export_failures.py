@@ -66,8 +66,8 @@ def test_a_failing_export_leaves_the_served_version_and_no_half_version(
     base, server = served_base
     real_save, seen_midway = tf.saved_model.save, []
 
-    def save_then_poll(module, path, signatures=None):
-        real_save(module, path, signatures=signatures)
+    def save_then_poll(module, path, signatures=None, options=None):
+        real_save(module, path, signatures=signatures, options=options)
         # Midway: the new version's files exist (under their temporary name) and the
         # server polls now. It must neither see nor load them.
         seen_midway.append(sorted(p.name for p in base.iterdir()))
