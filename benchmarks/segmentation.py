@@ -1,19 +1,17 @@
-"""Semantic segmentation bars: U-Net and FCN-8s against keras-cv DeepLabV3+ on the synthetic shapes.
+"""Semantic segmentation as learning curves: U-Net and FCN-8s against keras-cv's DeepLabV3+, each at its best lr.
 
-    .venv/bin/python benchmarks/segmentation.py --cpu-minutes 6 --image-size 256 --out /tmp/seg_bench
+    .venv/bin/python benchmarks/segmentation.py --out runs/bench_segmentation          # ~30 min on 2 cores
+    .venv/bin/python benchmarks/segmentation.py --cap-cpu-s 90 --every-cpu-s 30 --lrs 3e-3 --out /tmp/seg   # quick look
 
 Every model trains from scratch (no pretrained weights offline) on the same synthetic
 train split, with the same loss (`models.segmentation_losses.SegmentationLoss`: CE +
-Dice), optimizer (Adam), batch size, augmentation (random flips and 90-degree rotations) and the same
-budget of CPU time, then is scored on the val split with
-`evaluation.semantic_metrics.SemanticSegmentationMetrics` (mIoU over background + 3
-shape classes). The script prints each mIoU and our best / DeepLabV3+ ratio
-(issue #6 bars: mIoU >= 0.75 for U-Net and FCN-8s, ratio >= 1.0).
-
-Why CPU time, not wall-clock: the budget is the process's CPU seconds
-(`time.process_time`, all threads), so models get the same compute even when other jobs
-share the machine; wall-clock is printed beside it. The learning rate follows a cosine
-over the spent fraction of the budget, so every model ends its budget annealed.
+Dice), Adam, batch size and augmentation (random flips and 90-degree rotations), for every
+learning rate of `--lrs`. The CPU-time budget, schedule and sampling are
+`learning_curves.py`'s: val mIoU (`evaluation.semantic_metrics`, background + 3 shape
+classes) every `--every-cpu-s` training CPU-seconds up to `--cap-cpu-s`. The best lr of
+each model is the one with the highest mIoU at the cap; the table compares our better
+model against DeepLabV3+ at several budgets and gives the CPU time each needs to reach
+mIoU 0.5 and 0.75.
 
 DeepLabV3+ is `keras_cv.models.DeepLabV3Plus` on a `ResNetBackbone` built from an
 explicit config (bottleneck blocks, widths 8/16/32/64, one block per stage: ~142k
@@ -21,21 +19,27 @@ parameters, like the 130k of our `tiny` backbone; the keras-cv preset aliases wo
 download). Its segmentation head is the keras-cv default minus the softmax, so it returns
 logits for the same loss. Images are decoded once by `pipelines.build_dataset` and held in
 memory, so input cost does not differ between models.
+
+Writes `--out/results.json` after every run (`--resume` skips runs already there) and
+`--out/segmentation_curves.png`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
+import os
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_cv
 import numpy as np
 import tensorflow as tf
 
+from learning_curves import (CpuBudgetCurve, best_by_final, comparison_table, log, parse_list,  # noqa: E402
+                             plot_panels, run_missing, start_summary, train_curve)
+from detseg.core.atomic_files import write_json_atomic
 from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
 from detseg.data.coco import load_coco
 from detseg.data.synthetic import ensure_synthetic
@@ -47,23 +51,28 @@ from detseg.models.segmentation.unet import UNet
 from detseg.pipelines.dataset import build_dataset
 
 MODEL_NAMES = ("unet", "fcn8s", "deeplabv3plus")
-OURS = ("unet", "fcn8s")
-MIOU_BAR = 0.75
-RATIO_BAR = 1.0
+OURS, THEIRS = ("unet", "fcn8s"), "deeplabv3plus"
+TARGETS = (0.5, 0.75)  # mIoU levels whose CPU cost the table reports
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-minutes", type=float, default=6.0, help="CPU-time budget per model")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--num-images", type=int, default=3000, help="synthetic images (70/15/15 split)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma list of {MODEL_NAMES}")
-    parser.add_argument("--data-dir", default="/tmp/detseg_seg_bench/data")
-    parser.add_argument("--out", default=None, help="folder for results.json")
+    parser.add_argument("--lrs", default="1e-3,3e-3", help="peak Adam learning rates swept for every model")
+    parser.add_argument("--cap-cpu-s", type=float, default=360.0, help="training CPU-seconds per run (default 360)")
+    parser.add_argument("--every-cpu-s", type=float, default=45.0, help="evaluate on val every this many (default 45)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--num-images", type=int, default=1000, help="synthetic images (70/15/15 split)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--data-dir", default="runs/synthetic/bench_segmentation")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_segmentation"))
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.models, args.lrs = parse_list(args.models), parse_list(args.lrs, float)
+    if unknown := [m for m in args.models if m not in MODEL_NAMES]:
+        parser.error(f"--models: unknown {unknown}; choose from {MODEL_NAMES}")
+    return args
 
 
 def split_arrays(annotations: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -130,57 +139,6 @@ def build_model(name: str, num_classes: int, image_size: int) -> keras.Model:
     raise SystemExit(f"unknown model {name!r}; expected one of {MODEL_NAMES}")
 
 
-class CpuBudget(keras.callbacks.Callback):
-    """Stops `fit` after `seconds` of process CPU time; cosine learning rate over that budget.
-
-    The clock starts after the first step: tracing the training graph costs each model a
-    different, one-off amount (keras-cv's DeepLabV3+ the most) that says nothing about
-    how well it learns per unit of compute. It is reported as `first_step_cpu_seconds`.
-    """
-
-    def __init__(self, seconds: float, peak_lr: float, warmup_fraction: float = 0.03):
-        super().__init__()
-        self.seconds, self.peak_lr, self.warmup_fraction = seconds, peak_lr, warmup_fraction
-        self.start_cpu = self.start_wall = None
-        self.first_step_cpu = 0.0
-        self.steps = 0
-
-    def spent(self) -> float:
-        if self.start_cpu is None:
-            return 0.0
-        return (time.process_time() - self.start_cpu) / self.seconds
-
-    def on_train_begin(self, logs=None):
-        self.first_step_cpu = time.process_time()
-
-    def on_train_batch_begin(self, batch, logs=None):
-        fraction = min(self.spent(), 1.0)
-        warmup = min(1.0, fraction / self.warmup_fraction)
-        lr = self.peak_lr * warmup * 0.5 * (1.0 + math.cos(math.pi * fraction))
-        self.model.optimizer.learning_rate.assign(max(lr, 1e-3 * self.peak_lr))
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        if self.start_cpu is None:
-            self.start_cpu, self.start_wall = time.process_time(), time.perf_counter()
-            self.first_step_cpu = self.start_cpu - self.first_step_cpu
-        if self.spent() >= 1.0:
-            self.model.stop_training = True
-
-    @property
-    def wall_seconds(self) -> float:
-        return time.perf_counter() - self.start_wall
-
-
-def train(model: keras.Model, batches: tf.data.Dataset, budget: CpuBudget) -> dict:
-    model.compile(optimizer=keras.optimizers.Adam(budget.peak_lr), loss=SegmentationLoss(),
-                  jit_compile=False)  # XLA compiles slowly and runs no faster on this CPU
-    history = model.fit(batches, epochs=10_000, steps_per_epoch=25, callbacks=[budget], shuffle=False, verbose=0)
-    losses = history.history["loss"]
-    return {"steps": budget.steps - 1, "cpu_seconds": time.process_time() - budget.start_cpu,
-            "wall_seconds": budget.wall_seconds, "first_step_cpu_seconds": budget.first_step_cpu, "first_epoch_loss": losses[0], "last_epoch_loss": losses[-1]}
-
-
 def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, class_names: list[str],
              batch_size: int) -> dict:
     """mIoU, pixel accuracy and per-class IoU of the argmax of the logits (eager calls: few images)."""
@@ -193,53 +151,73 @@ def evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray, class_n
             "per_class_iou": {c["name"]: c["iou"] for c in result["per_class"]}}
 
 
-def run_one(name: str, args, train_data, val_data, class_names) -> dict:
+def run_key(model: str, lr: float) -> str:
+    return f"{model} lr={lr:g}"
+
+
+def run_one(name: str, lr: float, args, train_data, val_data, class_names) -> dict:
     keras.utils.set_random_seed(args.seed)
     model = build_model(name, len(class_names), args.image_size)
-    budget = CpuBudget(args.cpu_minutes * 60.0, args.lr)
-    training = train(model, training_batches(*train_data, args.batch_size, args.seed), budget)
-    scores = evaluate(model, *val_data, class_names, args.batch_size)
-    record = {"model": name, "parameters": int(model.count_params()), **training, **scores,
-              "train_images_per_cpu_second": training["steps"] * args.batch_size / training["cpu_seconds"]}
-    print(f"{name:14s} mIoU {scores['mean_iou']:.4f}  pixel acc {scores['pixel_accuracy']:.4f}  "
-          f"params {record['parameters']:,}  steps {training['steps']}  "
-          f"cpu {training['cpu_seconds']:.0f}s  wall {training['wall_seconds']:.0f}s  "
-          f"loss {training['first_epoch_loss']:.3f} -> {training['last_epoch_loss']:.3f}", flush=True)
-    return record
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=SegmentationLoss(),
+                  jit_compile=False)  # XLA compiles slowly and runs no faster on this CPU
+    log(f"[{run_key(name, lr)}] {model.count_params():,} parameters; {args.cap_cpu_s:.0f} CPU-s")
+
+    def val_metrics() -> dict:
+        scores = evaluate(model, *val_data, class_names, args.batch_size)
+        return {"mIoU": scores["mean_iou"], "pixel_acc": scores["pixel_accuracy"]}
+
+    curve = CpuBudgetCurve(args.cap_cpu_s, lr, val_metrics, args.every_cpu_s, args.batch_size, log=log)
+    result = {"model": name, "lr": lr, "params": int(model.count_params()),
+              **train_curve(model, training_batches(*train_data, args.batch_size, args.seed), curve)}
+    result["per_class_iou"] = evaluate(model, *val_data, class_names, args.batch_size)["per_class_iou"]
+    return result
 
 
-def summary(records: dict[str, dict]) -> dict:
-    """Our best mIoU over DeepLabV3+'s, and which bars pass."""
-    ours = {name: r["mean_iou"] for name, r in records.items() if name in OURS}
-    out = {"miou_bar": MIOU_BAR, "ratio_bar": RATIO_BAR,
-           "ours_meet_miou_bar": {name: value >= MIOU_BAR for name, value in ours.items()}}
-    if ours and "deeplabv3plus" in records:
-        best = max(ours, key=ours.get)
-        out.update(best=best, ratio=ours[best] / records["deeplabv3plus"]["mean_iou"])
-    return out
+def report(summary: dict, args) -> str:
+    """Markdown: every run's end point, then each model at its best lr, ours vs DeepLabV3+."""
+    runs = summary["runs"]
+    lines = ["| run | params | train img/CPU-s | mIoU at cap | pixel acc | IoU per class |", "|---" * 6 + "|"]
+    for key, run in runs.items():
+        end = run["points"][-1]
+        per_class = " / ".join(f"{v:.2f}" for v in run["per_class_iou"].values())
+        lines.append(f"| {key} | {run['params']:,} | {run['train_img_per_cpu_s']} | {end['mIoU']:.3f} | "
+                     f"{end['pixel_acc']:.3f} | {per_class} |")
+    best = {model: best_by_final({k: r for k, r in runs.items() if r["model"] == model}, "mIoU")
+            for model in args.models if any(r["model"] == model for r in runs.values())}
+    summary["best"] = best
+    ours = [best[m] for m in OURS if m in best]
+    top = max(ours, key=lambda k: runs[k]["points"][-1]["mIoU"]) if ours else ""
+    cap = args.cap_cpu_s
+    lines += ["", "Best learning rate of each model (ratio row: our best model / DeepLabV3+):", ""]
+    lines.append(comparison_table({best[m]: runs[best[m]]["points"] for m in best}, "mIoU", top,
+                                  best.get(THEIRS, ""), [cap / 4, cap / 2, 3 * cap / 4, cap], list(TARGETS)))
+    return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     args = parse_args(argv)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
     data_dir = Path(args.data_dir)
     ensure_synthetic(data_dir, num_images=args.num_images, image_size=args.image_size, seed=args.seed)
     train_images, train_labels, names_ = split_arrays(data_dir / "annotations" / "instances_train.json",
                                                       args.image_size)
     val_images, val_labels, _ = split_arrays(data_dir / "annotations" / "instances_val.json", args.image_size)
     class_names = [BACKGROUND_NAME, *names_]
-    print(f"synthetic {args.image_size}px: {len(train_images)} train / {len(val_images)} val images; "
-          f"budget {args.cpu_minutes} CPU-min per model, batch {args.batch_size}, lr {args.lr}", flush=True)
-    records = {name: run_one(name, args, (train_images, train_labels), (val_images, val_labels), class_names)
-               for name in names}
-    result = summary(records)
-    if "ratio" in result:
-        print(f"best ours ({result['best']}) / DeepLabV3+ mIoU = {result['ratio']:.3f} "
-              f"(bar >= {RATIO_BAR}); mIoU >= {MIOU_BAR}: {result['ours_meet_miou_bar']}", flush=True)
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        payload = {"args": vars(args), "models": records, "summary": result}
-        (Path(args.out) / "results.json").write_text(json.dumps(payload, indent=2))
+    log(f"synthetic {args.image_size}px: {len(train_images)} train / {len(val_images)} val images; "
+        f"{args.cap_cpu_s:.0f} CPU-s per run, batch {args.batch_size}, lrs {args.lrs}")
+    results_path = args.out / "results.json"
+    summary = start_summary(args, len(train_images), len(val_images))
+    run_missing(summary, results_path,
+                {run_key(name, lr): (lambda n=name, lr=lr: run_one(n, lr, args, (train_images, train_labels),
+                                                                    (val_images, val_labels), class_names))
+                 for name in args.models for lr in args.lrs})
+    table = report(summary, args)
+    plot_panels(args.out / "segmentation_curves.png", {"every run": {k: r["points"] for k, r in summary["runs"].items()}},
+                "mIoU", f"Semantic segmentation on synthetic shapes, {args.image_size} px: val mIoU vs training CPU "
+                f"time (bold: best lr)", set(summary["best"].values()), list(TARGETS))
+    write_json_atomic(summary, results_path)
+    print(table)
+    print(f"\nwrote {results_path} and {args.out / 'segmentation_curves.png'}")
+    return summary
 
 
 if __name__ == "__main__":

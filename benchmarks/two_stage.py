@@ -1,192 +1,180 @@
-"""Two-stage detector bars: Faster R-CNN bbox mAP@.5 and Mask R-CNN segm mAP@.5 on synthetic shapes.
+"""Two-stage detectors as learning curves: Faster R-CNN and Mask R-CNN against our YOLO, same backbone.
 
-    .venv/bin/python benchmarks/two_stage.py --minutes 15 --image-size 256 --out runs/two_stage.json
+    .venv/bin/python benchmarks/two_stage.py --out runs/bench_two_stage              # ~30 min on 2 cores
+    .venv/bin/python benchmarks/two_stage.py --cap-cpu-s 60 --every-cpu-s 30 --lrs 1e-3 --out /tmp/ts   # quick look
 
-For each model: train from scratch (tiny backbone, BatchNorm trainable, Adam, graph mode)
-on the synthetic train split for a wall-clock budget of `--minutes` (tracing included),
-then evaluate on the val split with pycocotools through `evaluation.evaluate_coco`
-(bbox for both, segm for Mask R-CNN) and time inference (predict incl. NMS and mask
-pasting) at batch 1 and `--batch-size`. `--models yolo` trains the one-stage YOLO of the
-same backbone the same way, for the throughput comparison. Prints one JSON summary (and writes `--out`).
-The learning rate drops 10x for the last quarter of the budget.
+Every model (`--models`: Faster R-CNN, Mask R-CNN, and our one-stage YOLO as the
+reference) gets the same tiny backbone from scratch (BatchNorm trainable), the same batches
+(the synthetic shapes set from `data.synthetic.ensure_synthetic` through the `pipelines`
+dataset, default augmentation, letterboxed to `--image-size`), Adam with gradient clipping,
+for every learning rate of `--lrs`. The CPU-time budget, schedule and sampling are
+`learning_curves.py`'s: every `--every-cpu-s` training CPU-seconds up to `--cap-cpu-s` the
+model predicts the val split (`predict_step`: its own decoding, NMS and, for Mask R-CNN,
+mask pasting), predictions go back to original pixels, and pycocotools
+(`evaluation.evaluate_coco`) scores bbox mAP@[.5:.95] and mAP@.5 (and segm for Mask R-CNN).
 
-Bars (issue #8): Faster R-CNN bbox AP50 >= 0.5; Mask R-CNN segm AP50 >= 0.4. The CPU
-load average is recorded: on a shared machine the budget buys fewer steps.
+The best lr of each model is the one with the highest bbox mAP at the cap; the table
+compares Faster R-CNN against YOLO at several budgets and gives the CPU time each needs
+to reach bbox mAP 0.3 and 0.5. Predict throughput (batch 1 and `--batch-size`) is measured
+after every run. Writes `--out/results.json` after every run (`--resume` skips runs
+already there) and `--out/two_stage_curves.png`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from pathlib import Path
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from learning_curves import (CpuBudgetCurve, best_by_final, comparison_table, log, parse_list,  # noqa: E402
+                             plot_panels, predict_speed, run_missing, start_summary, train_curve)
+from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
 from detseg.evaluation.coco_eval import evaluate_coco  # noqa: E402
 from detseg.evaluation.coco_results import predictions_to_coco_results  # noqa: E402
 from detseg.models.backbones.registry import build_backbone  # noqa: E402
+from detseg.models.ops.letterbox import boxes_to_original, masks_to_original  # noqa: E402
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn  # noqa: E402
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn  # noqa: E402
+from detseg.models.yolo.detector import build_yolo_detector  # noqa: E402
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset  # noqa: E402
-from detseg.models.ops.letterbox import boxes_to_original, masks_to_original  # noqa: E402
 
 MAX_OBJECTS = 16  # the synthetic images hold at most 6 shapes
+MODELS = ("faster_rcnn", "mask_rcnn", "yolo")
+OURS, REFERENCE = "faster_rcnn", "yolo"  # the comparison table's rows
+TARGETS = (0.3, 0.5)
+NMS = {"iou_threshold": 0.5, "score_threshold": 0.05}
 
 
-def _two_stage(builder):
-    def build(backbone, num_classes: int, max_detections: int):
-        nms = {"iou_threshold": 0.5, "score_threshold": 0.05, "max_detections": max_detections}
-        return builder(backbone, num_classes, options={"nms": nms})
-    return build
+def build_model(name: str, backbone: keras.Model, num_classes: int, max_detections: int) -> tuple[keras.Model, str]:
+    """`(model, pipeline task)`; the two-stage models with the same NMS settings."""
+    nms = {**NMS, "max_detections": max_detections}
+    if name == "faster_rcnn":
+        return build_faster_rcnn(backbone, num_classes, options={"nms": nms}), "detection"
+    if name == "mask_rcnn":
+        return build_mask_rcnn(backbone, num_classes, options={"nms": nms}), "instance"
+    return build_yolo_detector(backbone, num_classes), "detection"  # the default head
 
 
-def _yolo(backbone, num_classes: int, max_detections: int):
-    """The one-stage reference of the same backbone (engineer J's YOLO, default head)."""
-    from detseg.models.yolo.detector import build_yolo_detector
-
-    return build_yolo_detector(backbone, num_classes)
-
-
-BUILDERS = {"faster_rcnn": (_two_stage(build_faster_rcnn), "detection"),
-            "mask_rcnn": (_two_stage(build_mask_rcnn), "instance"),
-            "yolo": (_yolo, "detection")}
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops `fit` when the budget is spent; drops the LR 10x for its last quarter."""
-
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = seconds
-        self.start = None
-        self.dropped = False
-        self.steps = 0
-        self.first_step_seconds = None
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
-        elapsed = time.perf_counter() - self.start
-        if self.first_step_seconds is None:
-            self.first_step_seconds = elapsed
-        if not self.dropped and elapsed > 0.75 * self.seconds:
-            self.model.optimizer.learning_rate.assign(self.model.optimizer.learning_rate * 0.1)
-            self.dropped = True
-        if elapsed > self.seconds:
-            self.model.stop_training = True
-
-
-def train(name: str, train_split, args) -> tuple[keras.Model, dict]:
-    builder, task = BUILDERS[name]
-    keras.utils.set_random_seed(args.seed)
-    size = args.image_size
-    backbone = build_backbone("tiny", (size, size))
-    model = builder(backbone, train_split.label_map.num_classes, args.max_detections)
-    model.compile(optimizer=keras.optimizers.Adam(args.lr, clipnorm=10.0))
-    batches = build_dataset(train_split, task, size, args.batch_size, shuffle=True, seed=args.seed,
-                            max_objects=MAX_OBJECTS, repeat=True, drop_remainder=True)
-    steps_per_epoch = max(1, len(train_split.images) // args.batch_size)
-    budget = TimeBudget(args.minutes * 60.0)
-    history = model.fit(batches, epochs=10_000, steps_per_epoch=steps_per_epoch, callbacks=[budget], verbose=2)
-    seconds = time.perf_counter() - budget.start
-    steady = max(seconds - (budget.first_step_seconds or 0.0), 1e-9)
-    last = {key: float(values[-1]) for key, values in history.history.items()}
-    return model, {"train_seconds": round(seconds, 1), "steps": budget.steps,
-                   "epochs": len(history.history.get("loss", [])),
-                   "first_step_seconds": round(budget.first_step_seconds or 0.0, 1),
-                   "train_images_per_second": round((budget.steps - 1) * args.batch_size / steady, 2),
-                   "last_epoch_losses": last}
-
-
-def predictions(model, split, task: str, args):
-    """`(image_ids, per-image prediction dicts in original pixels)` over the val split."""
-    detect = tf.function(model.predict_step)
-    ids, preds = [], []
-    for x, meta in build_eval_dataset(split, task, args.image_size, args.batch_size, max_objects=MAX_OBJECTS):
-        out = {k: v.numpy() for k, v in detect(x).items()}
+def coco_metrics(detect, val, eval_batches, image_size: int, with_masks: bool) -> dict:
+    """bbox (and segm) mAP of `detect` on the val split, in original pixels."""
+    ids, predictions = [], []
+    for x, meta in eval_batches:
+        out = {key: value.numpy() for key, value in detect(x).items()}
         for i in np.flatnonzero(meta["valid"].numpy()):
             transform = meta["letterbox"].numpy()[i]
             count = int(out["num_detections"][i])
-            pred = {"boxes": boxes_to_original(out["boxes"][i, :count], transform).numpy(),
-                    "scores": out["scores"][i, :count], "classes": out["classes"][i, :count]}
-            if "masks" in out:
-                pred["masks"] = masks_to_original(out["masks"][i, :count], transform, args.image_size).numpy()
+            prediction = {"boxes": boxes_to_original(out["boxes"][i, :count], transform).numpy(),
+                          "scores": out["scores"][i, :count], "classes": out["classes"][i, :count]}
+            if with_masks:
+                prediction["masks"] = masks_to_original(out["masks"][i, :count], transform, image_size).numpy()
             ids.append(int(meta["image_id"].numpy()[i]))
-            preds.append(pred)
-    return ids, preds
+            predictions.append(prediction)
+    results = predictions_to_coco_results(ids, predictions, val.label_map)
+    metrics = {}
+    for iou_type, prefix in (("bbox", ""), ("segm", "segm_")) if with_masks else (("bbox", ""),):
+        stats = evaluate_coco(val, results, iou_type, progress=False)["stats_raw"]
+        metrics.update({f"{prefix}mAP": max(stats[0], 0.0), f"{prefix}mAP50": max(stats[1], 0.0)})
+    return metrics
 
 
-def inference_speed(model, size: int, batch: int, repeats: int = 5) -> float:
-    """Images per second of `predict_step` (detections incl. NMS) at `batch`, after one warm-up call."""
+def run_key(model: str, lr: float) -> str:
+    return f"{model} lr={lr:g}"
+
+
+def run_one(name: str, lr: float, train, val, args) -> dict:
+    keras.utils.set_random_seed(args.seed)
+    backbone = build_backbone("tiny", (args.image_size,) * 2)
+    model, task = build_model(name, backbone, val.label_map.num_classes, args.max_detections)
+    model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=10.0))
+    log(f"[{run_key(name, lr)}] {model.count_params():,} parameters; {args.cap_cpu_s:.0f} CPU-s")
+    batches = build_dataset(train, task, args.image_size, args.batch_size, shuffle=True, seed=args.seed,
+                            max_objects=MAX_OBJECTS, repeat=True, drop_remainder=True)
+    eval_batches = build_eval_dataset(val, task, args.image_size, args.batch_size, max_objects=MAX_OBJECTS).cache()
     detect = tf.function(model.predict_step)
-    x = tf.random.uniform([batch, size, size, 3], 0, 255)
-    detect(x)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        {k: v.numpy() for k, v in detect(x).items()}
-    return round(batch * repeats / (time.perf_counter() - start), 2)
-
-
-def run_model(name: str, paths: dict, args) -> dict:
-    train_split, val_split = load_coco(paths["train"]), load_coco(paths["val"])
-    load_before = os.getloadavg()
-    model, result = train(name, train_split, args)
-    result["load_average_before"] = [round(v, 2) for v in load_before]
-    result["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    task = BUILDERS[name][1]
-    ids, preds = predictions(model, val_split, task, args)
-    iou_types = ("bbox", "segm") if task == "instance" else ("bbox",)
-    for iou_type in iou_types:
-        results = predictions_to_coco_results(ids, preds, val_split.label_map)
-        stats = evaluate_coco(paths["val"], results, iou_type, progress=False)["stats"]
-        result[f"{iou_type}_AP50"] = stats["AP50"]
-        result[f"{iou_type}_AP"] = stats["AP"]
-    result["infer_images_per_second_b1"] = inference_speed(model, args.image_size, 1)
-    result[f"infer_images_per_second_b{args.batch_size}"] = inference_speed(model, args.image_size, args.batch_size)
-    result["parameters"] = int(model.count_params())
+    with_masks = task == "instance"
+    curve = CpuBudgetCurve(args.cap_cpu_s, lr, lambda: coco_metrics(detect, val, eval_batches, args.image_size,
+                                                                    with_masks),
+                           args.every_cpu_s, args.batch_size, log=log)
+    result = {"model": name, "lr": lr, "params": int(model.count_params()), **train_curve(model, batches, curve)}
+    for batch in (1, args.batch_size):
+        result[f"predict_img_per_s_b{batch}"] = predict_speed(detect, args.image_size, batch)
     return result
+
+
+def report(summary: dict, args) -> str:
+    """Markdown: every run's end point and speed, then Faster R-CNN vs YOLO at their best lr."""
+    runs = summary["runs"]
+    lines = [f"| run | params | train img/CPU-s | bbox mAP / mAP50 at cap | segm mAP / mAP50 | "
+             f"predict img/s b1 | b{args.batch_size} |", "|---" * 7 + "|"]
+    for key, run in runs.items():
+        end = run["points"][-1]
+        segm = f"{end['segm_mAP']:.3f} / {end['segm_mAP50']:.3f}" if "segm_mAP" in end else "-"
+        lines.append(f"| {key} | {run['params']:,} | {run['train_img_per_cpu_s']} | {end['mAP']:.3f} / "
+                     f"{end['mAP50']:.3f} | {segm} | {run['predict_img_per_s_b1']} | "
+                     f"{run[f'predict_img_per_s_b{args.batch_size}']} |")
+    best = {model: best_by_final({k: r for k, r in runs.items() if r["model"] == model}, "mAP")
+            for model in args.models if any(r["model"] == model for r in runs.values())}
+    summary["best"] = best
+    cap = args.cap_cpu_s
+    lines += ["", "Best learning rate of each model, bbox mAP (ratio row: Faster R-CNN / YOLO):", ""]
+    lines.append(comparison_table({best[m]: runs[best[m]]["points"] for m in best}, "mAP", best.get(OURS, ""),
+                                  best.get(REFERENCE, ""), [cap / 4, cap / 2, 3 * cap / 4, cap], list(TARGETS)))
+    return "\n".join(lines)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=2.0, help="training budget per model (wall clock)")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--num-images", type=int, default=600, help="synthetic images (70%% train)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {MODELS}")
+    parser.add_argument("--lrs", default="1e-3,2e-3", help="peak Adam learning rates swept for every model")
+    parser.add_argument("--cap-cpu-s", type=float, default=300.0, help="training CPU-seconds per run (default 300)")
+    parser.add_argument("--every-cpu-s", type=float, default=50.0, help="evaluate on val every this many (default 50)")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--num-images", type=int, default=600, help="synthetic images (70%% train, 15%% val)")
+    parser.add_argument("--source-size", type=int, default=256, help="synthetic image size on disk")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-detections", type=int, default=50,
-                        help="detections per image (masks are computed and pasted for each)")
+                        help="detections per image (Mask R-CNN computes and pastes a mask for each)")
+    parser.add_argument("--data-dir", default="runs/synthetic/bench_detectors")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_two_stage"))
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--models", default="faster_rcnn,mask_rcnn")
-    parser.add_argument("--data-dir", default="runs/synthetic/two_stage_benchmark")
-    parser.add_argument("--out", default=None, help="also write the JSON summary here")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.models, args.lrs = parse_list(args.models), parse_list(args.lrs, float)
+    if unknown := [m for m in args.models if m not in MODELS]:
+        parser.error(f"--models: unknown {unknown}; choose from {MODELS}")
+    return args
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> dict:
     args = parse_args(argv)
-    paths = ensure_synthetic(Path(args.data_dir) / f"n{args.num_images}_s{args.image_size}",
-                             num_images=args.num_images, image_size=args.image_size, seed=args.seed)
-    summary = {"settings": vars(args), "cpu_count": os.cpu_count(), "models": {}}
-    for name in args.models.split(","):
-        summary["models"][name] = run_model(name, paths, args)
-        print(json.dumps({name: summary["models"][name]}), flush=True)
-    text = json.dumps(summary, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    return 0
+    paths = ensure_synthetic(args.data_dir, num_images=args.num_images, image_size=args.source_size, seed=args.seed)
+    train, val = load_coco(paths["train"]), load_coco(paths["val"])
+    results_path = args.out / "results.json"
+    summary = start_summary(args, len(train.images), len(val.images))
+    run_missing(summary, results_path, {run_key(name, lr): (lambda n=name, lr=lr: run_one(n, lr, train, val, args))
+                                        for name in args.models for lr in args.lrs})
+    table = report(summary, args)
+    runs = summary["runs"]
+    panels = {"bbox mAP, every run": {k: r["points"] for k, r in runs.items()}}
+    if masks := {k: [{**p, "mAP": p["segm_mAP"]} for p in r["points"]] for k, r in runs.items()
+                 if r["points"] and "segm_mAP" in r["points"][0]}:
+        panels["Mask R-CNN segm mAP"] = masks
+    plot_panels(args.out / "two_stage_curves.png", panels, "mAP", f"Two-stage vs one-stage on synthetic shapes, "
+                f"{args.image_size} px, tiny backbone: val COCO mAP vs training CPU time (bold: best lr)",
+                set(summary["best"].values()), list(TARGETS))
+    write_json_atomic(summary, results_path)
+    print(table)
+    print(f"\nwrote {results_path} and {args.out / 'two_stage_curves.png'}")
+    return summary
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
