@@ -54,6 +54,7 @@ def child(family: str, option: str, out: Path) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
     from detseg.serving.export import export_saved_model
     from detseg.serving.serving_module import PIXELS_SIGNATURE, ServingModule, serving_module_for
     from detseg.training.config import load_config
@@ -68,8 +69,9 @@ def child(family: str, option: str, out: Path) -> dict:
     if option == "detseg":
         out = export_saved_model(serving_module_for(model, task, size, CLASS_NAMES), out, write_config=False)
     else:  # the textbook way: the Keras model tracked, concrete signatures, default options
+        labels = [BACKGROUND_NAME, *CLASS_NAMES] if task == SEMANTIC else CLASS_NAMES  # as serving_module_for
         module = ServingModule(lambda pixels: model.predict_step(pixels), task=task, letterbox=size,
-                               label_names=CLASS_NAMES, trackables=[model])
+                               label_names=labels, trackables=[model])
         signatures = {name: function.get_concrete_function() for name, function in module.signatures().items()}
         tf.saved_model.save(module, str(out), signatures=signatures)
     save_cpu = time.process_time() - start
