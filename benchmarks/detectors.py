@@ -38,8 +38,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from learning_curves import (CpuBudgetCurve, best_by_final, comparison_table, log, parse_list,  # noqa: E402
-                             plot_panels, predict_speed, run_missing, start_summary, train_curve)
+from learning_curves import (CpuBudgetCurve, add_curve_arguments, best_by_final, comparison_table, log,  # noqa: E402
+                             parse_curve_arguments, parse_list, plot_panels, predict_speed, run_missing,
+                             start_summary, train_curve)
 from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
@@ -66,12 +67,8 @@ TARGETS = (0.3, 0.5)
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default="yolo,kerascv_yolov8", help=f"comma list of {MODELS} (default: the two YOLOs)")
-    parser.add_argument("--lrs", default="5e-4,1e-3,2e-3", help="peak Adam learning rates swept for every model")
+    add_curve_arguments(parser, MODELS, "yolo,kerascv_yolov8", "5e-4,1e-3,2e-3", cap_s=720.0, every_s=60.0)
     parser.add_argument("--augments", default="default", help=f"comma list of {tuple(AUGMENTS)} (default: default)")
-    parser.add_argument("--cap-cpu-s", type=float, default=720.0, help="training CPU-seconds per run (default 720)")
-    parser.add_argument("--every-cpu-s", type=float, default=60.0, help="evaluate on val every this many (default 60)")
-    parser.add_argument("--image-size", type=int, default=128, help="model input size (default 128)")
     parser.add_argument("--num-images", type=int, default=600, help="synthetic images (70%% train, 15%% val)")
     parser.add_argument("--source-size", type=int, default=256, help="synthetic image size on disk")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -80,16 +77,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--yolo-neck", default="64,128,256", help="neck widths P3,P4,P5")
     parser.add_argument("--data-dir", default="runs/synthetic/bench_detectors")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_detectors"))
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: tables and plot of the runs in --out/results.json (with --resume)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_curve_arguments(parser, argv, MODELS)
+    args.augments = parse_list(args.augments)
+    if unknown := [a for a in args.augments if a not in AUGMENTS]:
+        parser.error(f"--augments: unknown {unknown}; choose from {tuple(AUGMENTS)}")
     args.resume = args.resume or args.report_only
-    args.models, args.lrs, args.augments = parse_list(args.models), parse_list(args.lrs, float), parse_list(args.augments)
-    for flag, values, known in (("--models", args.models, MODELS), ("--augments", args.augments, tuple(AUGMENTS))):
-        if unknown := [v for v in values if v not in known]:
-            parser.error(f"{flag}: unknown {unknown}; choose from {known}")
     return args
 
 

@@ -42,6 +42,28 @@ def parse_list(text: str, kind=str) -> list:
     return [kind(item.strip()) for item in text.split(",") if item.strip()]
 
 
+def add_curve_arguments(parser, models: tuple[str, ...], default_models: str, lrs: str, cap_s: float,
+                        every_s: float, image_size: int = 128) -> None:
+    """The options every curve benchmark shares: which models and lrs, the budget, the size, resuming."""
+    parser.add_argument("--models", default=default_models, help=f"comma list of {models} (default {default_models})")
+    parser.add_argument("--lrs", default=lrs, help=f"peak Adam learning rates swept for every model (default {lrs})")
+    parser.add_argument("--cap-cpu-s", type=float, default=cap_s, help=f"training CPU-seconds per run (default {cap_s:g})")
+    parser.add_argument("--every-cpu-s", type=float, default=every_s,
+                        help=f"evaluate on val every this many (default {every_s:g})")
+    parser.add_argument("--image-size", type=int, default=image_size, help=f"model input size (default {image_size})")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def parse_curve_arguments(parser, argv, models: tuple[str, ...]):
+    """`parser.parse_args(argv)` with `--models` and `--lrs` as lists, unknown models refused."""
+    args = parser.parse_args(argv)
+    args.models, args.lrs = parse_list(args.models), parse_list(args.lrs, float)
+    if unknown := [m for m in args.models if m not in models]:
+        parser.error(f"--models: unknown {unknown}; choose from {models}")
+    return args
+
+
 class CpuBudgetCurve(keras.callbacks.Callback):
     """Warm-up + cosine learning rate over `cap_s` CPU-seconds, evaluating every `every_s`.
 

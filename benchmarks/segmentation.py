@@ -37,8 +37,8 @@ import keras_cv
 import numpy as np
 import tensorflow as tf
 
-from learning_curves import (CpuBudgetCurve, best_by_final, comparison_table, log, parse_list,  # noqa: E402
-                             plot_panels, run_missing, start_summary, train_curve)
+from learning_curves import (CpuBudgetCurve, add_curve_arguments, best_by_final, comparison_table, log,  # noqa: E402
+                             parse_curve_arguments, plot_panels, run_missing, start_summary, train_curve)
 from detseg.core.atomic_files import write_json_atomic
 from detseg.core.contract import BACKGROUND_NAME, SEMANTIC
 from detseg.data.coco import load_coco
@@ -57,22 +57,12 @@ TARGETS = (0.5, 0.75)  # mIoU levels whose CPU cost the table reports
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma list of {MODEL_NAMES}")
-    parser.add_argument("--lrs", default="1e-3,3e-3", help="peak Adam learning rates swept for every model")
-    parser.add_argument("--cap-cpu-s", type=float, default=360.0, help="training CPU-seconds per run (default 360)")
-    parser.add_argument("--every-cpu-s", type=float, default=45.0, help="evaluate on val every this many (default 45)")
-    parser.add_argument("--image-size", type=int, default=128)
+    add_curve_arguments(parser, MODEL_NAMES, ",".join(MODEL_NAMES), "1e-3,3e-3", cap_s=240.0, every_s=40.0)
     parser.add_argument("--num-images", type=int, default=1000, help="synthetic images (70/15/15 split)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--data-dir", default="runs/synthetic/bench_segmentation")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_segmentation"))
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.models, args.lrs = parse_list(args.models), parse_list(args.lrs, float)
-    if unknown := [m for m in args.models if m not in MODEL_NAMES]:
-        parser.error(f"--models: unknown {unknown}; choose from {MODEL_NAMES}")
-    return args
+    return parse_curve_arguments(parser, argv, MODEL_NAMES)
 
 
 def split_arrays(annotations: Path, image_size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -32,8 +32,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from learning_curves import (CpuBudgetCurve, best_by_final, comparison_table, log, parse_list,  # noqa: E402
-                             plot_panels, predict_speed, run_missing, start_summary, train_curve)
+from learning_curves import (CpuBudgetCurve, add_curve_arguments, best_by_final, comparison_table, log,  # noqa: E402
+                             parse_curve_arguments, plot_panels, predict_speed, run_missing, start_summary,
+                             train_curve)
 from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
@@ -132,11 +133,7 @@ def report(summary: dict, args) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma list of {MODELS}")
-    parser.add_argument("--lrs", default="1e-3,2e-3", help="peak Adam learning rates swept for every model")
-    parser.add_argument("--cap-cpu-s", type=float, default=300.0, help="training CPU-seconds per run (default 300)")
-    parser.add_argument("--every-cpu-s", type=float, default=50.0, help="evaluate on val every this many (default 50)")
-    parser.add_argument("--image-size", type=int, default=128)
+    add_curve_arguments(parser, MODELS, ",".join(MODELS), "1e-3,2e-3", cap_s=300.0, every_s=50.0)
     parser.add_argument("--num-images", type=int, default=600, help="synthetic images (70%% train, 15%% val)")
     parser.add_argument("--source-size", type=int, default=256, help="synthetic image size on disk")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -144,13 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="detections per image (Mask R-CNN computes and pastes a mask for each)")
     parser.add_argument("--data-dir", default="runs/synthetic/bench_detectors")
     parser.add_argument("--out", type=Path, default=Path("runs/bench_two_stage"))
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in --out/results.json")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    args.models, args.lrs = parse_list(args.models), parse_list(args.lrs, float)
-    if unknown := [m for m in args.models if m not in MODELS]:
-        parser.error(f"--models: unknown {unknown}; choose from {MODELS}")
-    return args
+    return parse_curve_arguments(parser, argv, MODELS)
 
 
 def main(argv=None) -> dict:
