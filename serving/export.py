@@ -14,6 +14,7 @@ polling server never sees half a model.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import uuid
@@ -32,6 +33,26 @@ MAX_RENAME_ATTEMPTS = 20
 # which was most of a save's time (benchmarks/export_time.py, docs/benchmarks.md). A
 # reloaded export still runs every signature; `tf.GradientTape` through it is unsupported.
 EXPORT_OPTIONS = tf.saved_model.SaveOptions(experimental_custom_gradients=False)
+# What TensorFlow logs (through absl) for every such function when loading the export.
+_NO_GRADIENTS_WARNING = "with ops with unsaved custom gradients"
+
+
+class _DropNoGradientsWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _NO_GRADIENTS_WARNING not in str(record.msg)
+
+
+def load_saved_model(version_dir: str | os.PathLike, **kwargs: Any) -> Any:
+    """`tf.saved_model.load(version_dir, **kwargs)` without TF's warning, per function, that
+    the export has no gradient functions: detseg exports leave them out on purpose
+    (`EXPORT_OPTIONS`), so the warning would only alarm."""
+    absl_logger = logging.getLogger("absl")
+    quiet = _DropNoGradientsWarning()
+    absl_logger.addFilter(quiet)
+    try:
+        return tf.saved_model.load(str(version_dir), **kwargs)
+    finally:
+        absl_logger.removeFilter(quiet)
 
 
 class ExportError(ValueError):

@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from detseg.core.contract import CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, SEMANTIC
 from detseg.serving.client import IMAGES_SIGNATURE, ServingClient, ServingClientError
-from detseg.serving.export import numeric_versions
+from detseg.serving.export import load_saved_model, numeric_versions
 
 DEFAULT_BATCH_SIZE = 8  # images per call: bounded memory and request size
 
@@ -74,7 +74,7 @@ class SavedModelImages:
     def __init__(self, path: str | os.PathLike):
         self.path = saved_model_version_dir(path)
         try:
-            loaded = tf.saved_model.load(str(self.path))
+            loaded = load_saved_model(self.path)
         except (OSError, ValueError, tf.errors.OpError) as error:
             raise ImagePredictionError(f"{self.path}: cannot load the SavedModel ({_first_line(error)})") from None
         if IMAGES_SIGNATURE not in loaded.signatures:

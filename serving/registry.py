@@ -24,7 +24,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from detseg.serving.errors import ServingError, from_exception, invalid_argument, not_found
-from detseg.serving.export import numeric_versions
+from detseg.serving.export import load_saved_model, numeric_versions
 from detseg.serving.model_config import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def read_signature_defs(version_dir: Path) -> dict[str, meta_graph_pb2.Signature
 def load_servable(name: str, version: int, version_dir: Path) -> Servable:
     """Load one SavedModel version (raises on a broken or missing model)."""
     signature_defs = read_signature_defs(version_dir)
-    loaded = tf.saved_model.load(str(version_dir), tags=[SERVE_TAG])
+    loaded = load_saved_model(version_dir, tags=[SERVE_TAG])
     return Servable(name, version, version_dir, loaded, signature_defs)
 
 

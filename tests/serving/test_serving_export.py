@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from serving_test_models import FRAME, LABELS, MAX_DETECTIONS, random_pixels
 
-from detseg.serving.export import ExportError, export_saved_model, next_version, numeric_versions
+from detseg.serving.export import ExportError, export_saved_model, load_saved_model, next_version, numeric_versions
 from detseg.serving.model_config import read_model_config
 
 FLOAT_OUTPUTS = ("boxes", "scores")
@@ -122,3 +122,32 @@ def test_saved_model_cli_lists_both_signatures(exported_detection):
 def test_corrupt_image_is_an_invalid_argument(detection_module):
     with pytest.raises(tf.errors.InvalidArgumentError):
         detection_module.serving_default(tf.constant([b"\x89PNG\r\n\x1a\n this is not an image"]))
+
+
+def _no_gradient_warnings(records) -> list[str]:
+    return [r.getMessage() for r in records if "unsaved custom gradients" in r.getMessage()]
+
+
+def test_loading_an_export_is_quiet_about_the_gradients_it_leaves_out(tmp_path, caplog):
+    """Exports omit gradient functions on purpose (`EXPORT_OPTIONS`); TensorFlow warns about
+    that once per function on every load, which `load_saved_model` keeps out of the user's
+    terminal (the demo printed it on `detseg serve`). Plain `tf.saved_model.load` must still
+    warn here, or this test would pass for a model without custom-gradient ops (the smoke
+    YOLO has them: SiLU)."""
+    from detseg.serving.serving_module import serving_module_for
+    from detseg.training.config import load_config
+    from detseg.training.families import FAMILIES
+    from detseg.training.transfer_stages import build_task_model
+
+    config = load_config("smoke/yolo")
+    model, _ = build_task_model(config, FAMILIES["yolo"], 3)
+    module = serving_module_for(model, "detection", config.model.image_size, ["a", "b", "c"])
+    version_dir = export_saved_model(module, tmp_path / "yolo", write_config=False)
+    with caplog.at_level("WARNING", logger="absl"):
+        tf.saved_model.load(str(version_dir))
+    assert _no_gradient_warnings(caplog.records), "precondition: the export has custom-gradient ops"
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="absl"):
+        loaded = load_saved_model(version_dir)
+    assert not _no_gradient_warnings(caplog.records)
+    assert set(loaded.signatures) == {"serving_default", "serving_pixels"}
