@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = ("tf_default", "detseg")  # the textbook save, detseg's export
@@ -130,9 +133,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             for option in OPTIONS:
                 out = args.out / "exports" / f"{family}_{option}_{repeat}"
-                if out.exists():
-                    import shutil
-                    shutil.rmtree(out)
+                shutil.rmtree(out, ignore_errors=True)
                 runs[option].append(run_child(family, option, out))
         difference = max_output_difference(Path(runs["tf_default"][0]["out"]), Path(runs["detseg"][0]["out"]))
         summary = {option: {key: statistics.median(run[key] for run in runs[option])
@@ -142,7 +143,7 @@ def main() -> None:
         summary["max_output_difference"] = difference
         summary["runs"] = runs
         results[family] = summary
-        (args.out / "results.json").write_text(json.dumps(results, indent=2))
+        write_json_atomic(results, args.out / "results.json")
         print(f"{family}: save {summary['tf_default']['save_cpu_s']:.1f} -> {summary['detseg']['save_cpu_s']:.1f} "
               f"CPU-s ({summary['save_ratio']:.2f}x)", flush=True)
 
