@@ -155,6 +155,7 @@ def objective_for(plan: TrialPlan, direction: str) -> Callable[[optuna.Trial], f
     sign = -1.0 if (direction == "maximize") == ("loss" in plan.monitor) else 1.0
 
     def objective(trial: optuna.Trial) -> float:
+        record_heartbeat(trial)
         params = {d.key: suggest(trial, d) for d in plan.space.distributions}
         config = config_from_mapping(apply_overrides(
             plan.base, [*params.items(), ("name", f"trial_{trial.number}")]))
@@ -182,6 +183,24 @@ def objective_for(plan: TrialPlan, direction: str) -> Callable[[optuna.Trial], f
     return objective
 
 
+def record_heartbeat(trial: optuna.Trial) -> None:
+    """Writes the trial's first heartbeat now. Optuna's heartbeat thread writes it in parallel
+    with the objective and may be held up by another process's lock on the database; a process
+    killed before it lands leaves a trial with no heartbeat, which Optuna never calls stale."""
+    storage = trial.storage  # Optuna wraps an RDBStorage in a cache that passes heartbeats on
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        storage.record_heartbeat(trial._trial_id)  # Optuna keeps the id private
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Marks failed the trials whose process stopped sending heartbeats (and enqueues their
+    retries). Optuna does this only when a process starts a trial; a search that has nothing
+    left to do, or ends, does it here too, so a killed trial is not left RUNNING."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
@@ -192,12 +211,13 @@ def run_until(study: optuna.Study, plan: TrialPlan, total: int) -> None:
     Other processes on the same study count too; a rerun after a kill adds only what is
     missing (the killed trial is failed by its missing heartbeat and re-run).
     """
+    fail_stale_trials(study)
     missing = total - finished_count(study)
-    if missing <= 0:
-        return
-    stop = optuna.study.MaxTrialsCallback(total, states=FINISHED)
-    study.optimize(objective_for(plan, study.direction.name.lower()), n_trials=missing,
-                   callbacks=[stop], gc_after_trial=True)
+    if missing > 0:
+        stop = optuna.study.MaxTrialsCallback(total, states=FINISHED)
+        study.optimize(objective_for(plan, study.direction.name.lower()), n_trials=missing,
+                       callbacks=[stop], gc_after_trial=True)
+    fail_stale_trials(study)
 
 
 def params_text(params: Mapping[str, Any]) -> str:
