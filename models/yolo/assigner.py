@@ -67,6 +67,18 @@ def _with_padding_row(gt_boxes, gt_classes) -> tuple[tf.Tensor, tf.Tensor]:
             tf.concat([gt_classes, pad_class], axis=1))
 
 
+def _without_padding_rows(gt_boxes, gt_classes) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The rows of every image with its real objects first, cut to the batch's largest object
+    count: `(boxes [B, G', 4], classes [B, G'], order [B, G'])`, `order` the original row of
+    each kept row. The pipeline pads every image to a fixed row count (50) while images hold
+    a few objects; every `[B, G, A]` tensor of the assignment shrinks with G."""
+    valid = valid_ground_truth(gt_classes)
+    order = tf.argsort(tf.cast(~valid, tf.int32), axis=1, stable=True)        # real rows first, in order
+    kept = tf.reduce_max(tf.reduce_sum(tf.cast(valid, tf.int32), axis=1))
+    order = order[:, :kept]
+    return (tf.gather(gt_boxes, order, batch_dims=1), tf.gather(gt_classes, order, batch_dims=1), order)
+
+
 def _top_k_mask(alignment: tf.Tensor, topk: int) -> tf.Tensor:
     """bool `[B, G, A]`: the `topk` highest positive alignments of each box.
 
@@ -93,6 +105,8 @@ def task_aligned_assign(class_probs, pred_boxes, points, gt_boxes, gt_classes, t
     class_probs = tf.stop_gradient(tf.cast(class_probs, tf.float32))
     pred_boxes = tf.stop_gradient(tf.cast(pred_boxes, tf.float32))
     points = tf.cast(points, tf.float32)
+    gt_boxes, gt_classes, original_row = _without_padding_rows(tf.cast(gt_boxes, tf.float32),
+                                                               tf.cast(gt_classes, tf.int32))
     gt_boxes, gt_classes = _with_padding_row(gt_boxes, gt_classes)
     num_classes = tf.shape(class_probs)[-1]
     num_gt = tf.shape(gt_classes)[1]
@@ -122,5 +136,8 @@ def task_aligned_assign(class_probs, pred_boxes, points, gt_boxes, gt_classes, t
     target_class = tf.where(foreground, gather_matched(gt_classes, gt_index), -1)
     scores = tf.one_hot(target_class, num_classes, dtype=tf.float32) * target_score[..., tf.newaxis]
     boxes = tf.where(foreground[..., tf.newaxis], gather_matched(gt_boxes, gt_index), 0.0)
+    # Back to the caller's rows; the appended padding row maps to -1.
+    original_row = tf.concat([original_row, tf.fill([tf.shape(original_row)[0], 1], -1)], axis=1)
+    gt_index = tf.gather(original_row, gt_index, batch_dims=1)
     return AssignedTargets(boxes=tf.stop_gradient(boxes), scores=tf.stop_gradient(scores),
                            foreground=foreground, gt_index=tf.where(foreground, gt_index, -1))

@@ -49,6 +49,31 @@ def test_padding_rows_are_never_assigned():
     np.testing.assert_allclose(with_padding.scores, alone.scores)
 
 
+def test_padding_rows_between_and_after_objects_change_nothing_and_indices_stay_the_callers():
+    """The assigner drops padding rows before its [B, G, A] work: rows anywhere in the batch,
+    images with fewer objects than others, and `gt_index` naming the caller's own rows."""
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 64, size=(40, 2)).astype(np.float32)
+    corners = rng.uniform(0, 40, size=(2, 40, 2)).astype(np.float32)
+    pred = np.concatenate([corners, corners + 20], axis=-1)
+    probs = rng.uniform(0.1, 0.9, size=(2, 40, 3)).astype(np.float32)
+    boxes = np.array([[[2, 2, 30, 30], [20, 20, 60, 50], [5, 30, 40, 62]],
+                      [[10, 0, 50, 35], [0, 0, 0, 0], [0, 0, 0, 0]]], np.float32)
+    classes = np.array([[0, 2, 1], [1, -1, -1]], np.int32)
+    compact = task_aligned_assign(probs, pred, points, boxes, classes, topk=3)
+    # The same objects with padding rows in between and a long padded tail (as the pipeline pads).
+    rows = [0, 4, 6]  # where the objects go among 12 rows
+    spread_boxes, spread_classes = np.zeros((2, 12, 4), np.float32), np.full((2, 12), -1, np.int32)
+    spread_boxes[:, rows], spread_classes[:, rows] = boxes, classes
+    spread = task_aligned_assign(probs, pred, points, spread_boxes, spread_classes, topk=3)
+    assert np.any(compact.foreground[0]) and np.any(compact.foreground[1])
+    np.testing.assert_array_equal(spread.foreground, compact.foreground)
+    np.testing.assert_allclose(spread.scores, compact.scores, rtol=1e-6)
+    np.testing.assert_allclose(spread.boxes, compact.boxes)
+    expected_index = np.where(compact.gt_index.numpy() >= 0, np.array(rows)[np.maximum(compact.gt_index, 0)], -1)
+    np.testing.assert_array_equal(spread.gt_index, expected_index)
+
+
 def test_a_point_claimed_by_two_boxes_keeps_the_one_it_overlaps_most():
     points = np.array([[10, 10]], np.float32)
     pred = np.array([[[5, 5, 28, 28]]], np.float32)
