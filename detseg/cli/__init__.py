@@ -49,18 +49,6 @@ PATH_ERROR_WORDS = {
 }
 # `detseg.core.atomic_files` stages writes in `.<name>.<random>.tmp`: the user's name is <name>.
 STAGING_NAME = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")
-# Commands whose work is training: TensorFlow's oneDNN CPU kernels on unless the user says
-# otherwise (TF_ENABLE_ONEDNN_OPTS). TensorFlow turns them on by default only on some CPUs;
-# on this project's AVX2 machines our YOLO's training step is 1.46x faster with them, but a
-# batch-1 prediction 1.7x slower (docs/benchmarks.md): serving and predicting keep TF's default.
-ONEDNN_COMMANDS = ("train", "tune", "demo")
-
-
-def prefer_onednn_for(command: str) -> None:
-    """Sets `TF_ENABLE_ONEDNN_OPTS=1` for a training command, unless the environment sets it;
-    TensorFlow reads it when it loads, so this runs before any command imports it."""
-    if command in ONEDNN_COMMANDS:
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)  # imports no TensorFlow: bad arguments answer at once
     except SystemExit as done:  # --help, or an argument error already printed
         return _flushed(done.code if isinstance(done.code, int) else EXIT_ERROR)
-    prefer_onednn_for(args.command)
     debug = bool(os.environ.get("DETSEG_DEBUG"))
     stderr_filter = None
     if not (debug or args.verbose):
