@@ -60,8 +60,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-# TensorFlow loads with oneDNN as the environment says (TF_ENABLE_ONEDNN_OPTS; keras and
-# benchmarks/detectors.py load it before detseg could set it): the table says which.
+# TensorFlow loads with oneDNN as the environment says (TF_ENABLE_ONEDNN_OPTS, unset: TF's
+# own default for the CPU): the table says which.
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
