@@ -53,6 +53,21 @@ def _check_label_names(label_names: Sequence[str]) -> list[str]:
     return names
 
 
+def decode_and_letterbox(images: tf.Tensor, size: int) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+    """Encoded images `tf.string [B]` (JPEG, PNG, BMP, GIF; any sizes) -> letterboxed pixels
+    `float32 [B, size, size, 3]` and their transforms (`models.ops.letterbox.letterbox_transform`)."""
+    def decode_and_frame(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        image = tf.ensure_shape(image, [None, None, 3])
+        framed, _ = letterbox_image(image, size)
+        return framed, tf.shape(image)[:2]
+
+    pixels, sizes = tf.map_fn(
+        decode_and_frame, images,
+        fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
+    return pixels, letterbox_transform(sizes[:, 0], sizes[:, 1], size)
+
+
 class ServingModule(tf.Module):
     """A `tf.Module` with `serving_default` (encoded images) and `serving_pixels` (uint8 pixels).
 
@@ -113,19 +128,7 @@ class ServingModule(tf.Module):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)], autograph=False)
     def serving_default(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """Encoded images `tf.string [B]` -> served outputs (see `serving.task_outputs`)."""
-        size = self.letterbox_size
-
-        def decode_and_frame(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-            image = tf.ensure_shape(image, [None, None, 3])
-            framed, _ = letterbox_image(image, size)
-            return framed, tf.shape(image)[:2]
-
-        pixels, sizes = tf.map_fn(
-            decode_and_frame, images,
-            fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32), tf.TensorSpec([2], tf.int32)))
-        transforms = letterbox_transform(sizes[:, 0], sizes[:, 1], size)
-        return self.serve_frame(pixels, transforms)
+        return self.serve_frame(*decode_and_letterbox(images, self.letterbox_size))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=PIXELS_INPUT)], autograph=False)
     def serving_pixels(self, pixels: tf.Tensor) -> dict[str, tf.Tensor]:
