@@ -78,13 +78,16 @@ class YoloDetector(DenseDetector):
                                       config.assign_alpha, config.assign_beta)
         return yolo_losses(y_pred, pred_boxes, targets, points, strides, config.reg_max)
 
-    def decode(self, raw) -> dict[str, tf.Tensor]:
-        """Raw outputs -> padded detections after NMS (module docstring)."""
+    def boxes_and_scores(self, raw) -> tuple[tf.Tensor, tf.Tensor]:
+        """Raw outputs -> every point's box `[B, A, 4]` xyxy px (clipped to the frame) and
+        class scores `[B, A, C]` (sigmoid): what NMS reads."""
         points, strides = self._priors()
         boxes = decode_yolo_boxes(raw["box_distribution"], points, strides, self.config.reg_max)
-        boxes = clip_boxes(boxes, self.image_size)
-        scores = tf.sigmoid(tf.cast(raw["class_logits"], tf.float32))
-        return batched_nms(boxes, scores, self.nms_config)
+        return clip_boxes(boxes, self.image_size), tf.sigmoid(tf.cast(raw["class_logits"], tf.float32))
+
+    def decode(self, raw) -> dict[str, tf.Tensor]:
+        """Raw outputs -> padded detections after NMS (module docstring)."""
+        return batched_nms(*self.boxes_and_scores(raw), self.nms_config)
 
 
 def build_yolo_detector(backbone: keras.Model, num_classes: int, config=None) -> YoloDetector:
