@@ -19,7 +19,7 @@ images (`tf.string [None]`):
   box decoding, class-aware `tf.image.combined_non_max_suppression`; boxes back to original
   pixels, valid-first ordering, class names looked up from the labels asset);
 - keras-cv's as an equivalent `tf.Module` (`KerasCvServingModule`): the same decode and
-  letterbox ops (`models.ops.letterbox`, in the same `map_fn` as ours), the keras-cv model,
+  letterbox function as ours (`serving.serving_module.decode_and_letterbox`), the keras-cv model,
   then ITS OWN decode path, `YOLOV8Detector.decode_predictions` (DFL expectation, anchors,
   strides) with its `prediction_decoder`, a `keras_cv.layers.NonMaxSuppression`
   (class-agnostic: max class score, `tf.image.non_max_suppression_padded`), then boxes back
@@ -42,7 +42,7 @@ object count.
 Profile: each stage of OUR exported path is a `tf.function` of the project's own functions
 on the same inputs, timed round-robin (`--profile-repeats`, medians) at batch 1 and 16:
 JPEG decode, letterbox (`letterbox_image` per image), forward pass, box decoding
-(`decode_yolo_boxes`, `clip_boxes`, sigmoid: `YoloDetector.decode` before NMS), NMS
+(`YoloDetector.boxes_and_scores`: `decode` before its NMS), NMS
 (`batched_nms`), output formatting (`serving.task_outputs.served_outputs`); beside them the
 whole in-process `serving_default`, the whole loaded signature, and the loaded
 `serve_frame` (everything but decode + letterbox, from the export). keras-cv's forward,
@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
-import resource
 import shutil
 import statistics
 import sys
@@ -71,18 +69,17 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from detectors import AUGMENTS, EVAL_NMS, build_kerascv_yolov8, build_ours_yolo  # noqa: E402
-from learning_curves import MIN_LR_FRACTION, WARMUP_FRACTION, log  # noqa: E402
+from learning_curves import log, warmup_cosine  # noqa: E402
+from mixed_precision import cpu_seconds  # noqa: E402
 from detseg.core.atomic_files import write_json_atomic  # noqa: E402
 from detseg.core.contract import DETECTION, PAD_CLASS  # noqa: E402
 from detseg.data.coco import load_coco  # noqa: E402
 from detseg.data.synthetic import ensure_synthetic  # noqa: E402
-from detseg.models.ops.box_ops import clip_boxes  # noqa: E402
-from detseg.models.ops.letterbox import boxes_to_original, letterbox_image, letterbox_transform  # noqa: E402
+from detseg.models.ops.letterbox import boxes_to_original, letterbox_image  # noqa: E402
 from detseg.models.ops.nms import NmsConfig, batched_nms  # noqa: E402
-from detseg.models.yolo.loss import decode_yolo_boxes  # noqa: E402
 from detseg.pipelines.dataset import build_dataset  # noqa: E402
 from detseg.serving.export import EXPORT_OPTIONS, export_saved_model, load_saved_model  # noqa: E402
-from detseg.serving.serving_module import serving_module_for  # noqa: E402
+from detseg.serving.serving_module import decode_and_letterbox, serving_module_for  # noqa: E402
 from detseg.serving.task_outputs import served_outputs  # noqa: E402
 
 OURS, THEIRS = "yolo", "kerascv_yolov8"
@@ -128,18 +125,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 class WarmupCosine(keras.callbacks.Callback):
-    """The harness's schedule (learning_curves.py) over a fixed number of steps."""
+    """The harness's schedule (`learning_curves.warmup_cosine`) over a fixed number of steps."""
 
     def __init__(self, peak_lr: float, steps: int):
         super().__init__()
         self.peak_lr, self.steps = peak_lr, steps
 
     def on_train_batch_begin(self, batch, logs=None):
-        fraction = batch / self.steps
-        warmup = min(1.0, (batch + 1) / max(1.0, WARMUP_FRACTION * self.steps))
-        cosine = 0.5 * (1.0 + math.cos(math.pi * fraction))
-        self.model.optimizer.learning_rate.assign(
-            self.peak_lr * warmup * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cosine))
+        self.model.optimizer.learning_rate.assign(warmup_cosine(self.peak_lr, batch / self.steps))
 
 
 def train_briefly(model: keras.Model, train, lr: float, args) -> dict:
@@ -152,17 +145,6 @@ def train_briefly(model: keras.Model, train, lr: float, args) -> dict:
                         callbacks=[WarmupCosine(lr, args.train_steps)])
     return {"steps": args.train_steps, "lr": lr, "final_loss": round(float(history.history["loss"][-1]), 4),
             "cpu_s": round(time.process_time() - cpu, 1), "wall_s": round(time.perf_counter() - wall, 1)}
-
-
-def decode_and_letterbox(images: tf.Tensor, size: int):
-    """Encoded images -> (float32 [B, S, S, 3], transforms): `ServingModule.serving_default`'s decoding, op for op."""
-    def one(encoded):
-        image = tf.ensure_shape(tf.io.decode_image(encoded, channels=3, expand_animations=False), [None, None, 3])
-        return letterbox_image(image, size)[0], tf.shape(image)[:2]
-
-    pixels, sizes = tf.map_fn(one, images, fn_output_signature=(tf.TensorSpec([size, size, 3], tf.float32),
-                                                                 tf.TensorSpec([2], tf.int32)))
-    return pixels, letterbox_transform(sizes[:, 0], sizes[:, 1], size)
 
 
 def kerascv_boxes(model, raw: dict, size: int):
@@ -255,11 +237,6 @@ def detection_check(signature, jpegs: list[bytes], objects: list[int]) -> dict:
             "true_objects_per_image": round(float(np.mean(objects)), 2)}
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def throughput(signatures: dict, jpegs: list[bytes], batch: int, args) -> dict:
     """img/s and CPU-s/img of each signature, medians over rounds; the models alternate within each round."""
     calls = max(1, args.images_per_round // batch)
@@ -319,12 +296,7 @@ def profile(ours, module, theirs, loaded: dict, jpegs: list[bytes], batch: int, 
     forward = function(lambda p: ours(p, training=False))
     raw = forward(pixels)
 
-    def box_decode(raw):  # YoloDetector.decode up to its batched_nms call
-        points, strides = ours._priors()
-        boxes = decode_yolo_boxes(raw["box_distribution"], points, strides, ours.config.reg_max)
-        return clip_boxes(boxes, ours.image_size), tf.sigmoid(tf.cast(raw["class_logits"], tf.float32))
-
-    box_decode = function(box_decode)
+    box_decode = function(ours.boxes_and_scores)  # YoloDetector.decode before its NMS
     boxes, scores = box_decode(raw)
     nms = function(lambda b, s: batched_nms(b, s, ours.nms_config))
     detections = nms(boxes, scores)

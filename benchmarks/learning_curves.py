@@ -64,6 +64,14 @@ def parse_curve_arguments(parser, argv, models: tuple[str, ...]):
     return args
 
 
+def warmup_cosine(peak_lr: float, fraction: float) -> float:
+    """The harness's learning rate at `fraction` (0..1) of a run: linear warm-up over
+    `WARMUP_FRACTION`, then cosine down to `MIN_LR_FRACTION` of `peak_lr`."""
+    warmup = min(1.0, fraction / WARMUP_FRACTION)
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
+    return peak_lr * max(warmup * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cosine), 1e-3)
+
+
 class CpuBudgetCurve(keras.callbacks.Callback):
     """Warm-up + cosine learning rate over `cap_s` CPU-seconds, evaluating every `every_s`.
 
@@ -91,9 +99,7 @@ class CpuBudgetCurve(keras.callbacks.Callback):
         return time.process_time() - self._clock_start - self.eval_cpu_s
 
     def learning_rate(self, fraction: float) -> float:
-        warmup = min(1.0, fraction / WARMUP_FRACTION)
-        cosine = 0.5 * (1.0 + math.cos(math.pi * min(fraction, 1.0)))
-        return self.peak_lr * max(warmup * (MIN_LR_FRACTION + (1 - MIN_LR_FRACTION) * cosine), 1e-3)
+        return warmup_cosine(self.peak_lr, fraction)
 
     def on_train_begin(self, logs=None):
         self.first_step_cpu_s = time.process_time()

@@ -175,28 +175,31 @@ def forward_flops(model: keras.Model, x) -> float | None:
         return None
 
 
+def total_of(structure) -> tf.Tensor:
+    """The float32 sum of every tensor in a (nested) structure: a scalar that depends on all of it."""
+    return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in tf.nest.flatten(structure) if v is not None])
+
+
 def step_parts(model: keras.Model, x, y, steps: int, warmup: int) -> dict:
     """The forward, forward+backward and loss-only timings of the module docstring."""
     variables = model.trainable_variables
 
     @tf.function
     def forward():
-        return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in tf.nest.flatten(model(x, training=True))])
+        return total_of(model(x, training=True))
 
     @tf.function
     def forward_backward():
         with tf.GradientTape() as tape:
-            total = tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32))
-                              for v in tf.nest.flatten(model(x, training=True))])
-        return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, variables) if g is not None])
+            total = total_of(model(x, training=True))
+        return total_of(tape.gradient(total, variables))
 
     raw = model(x, training=True)
     raw = tf.nest.map_structure(tf.identity, raw)
 
     @tf.function
     def loss_only():
-        value = model.compute_loss(x, y, raw, training=True)
-        return tf.add_n([tf.reduce_sum(tf.cast(v, tf.float32)) for v in tf.nest.flatten(value)])
+        return total_of(model.compute_loss(x, y, raw, training=True))
 
     parts = {"forward": timed(lambda: forward().numpy(), steps, warmup),
              "forward_backward": timed(lambda: forward_backward().numpy(), steps, warmup)}
