@@ -37,6 +37,7 @@ from detseg.data.errors import DatasetError
 from detseg.models.backbones.weights import SAVED_WEIGHTS_SUFFIX
 from detseg.models.backbones.registry import build_backbone
 from detseg.models.clsloc.classification_localization import build_classifier
+from detseg.models.task_model import build_optimizer_slots
 
 CROP_MARGIN = 0.1
 MAX_CONTEXT_MARGIN = 0.5  # training crops: up to half the object size of context on a side
@@ -184,6 +185,7 @@ def pretrain_backbone(data: str | os.PathLike, backbone_name: str, image_size: i
     classifier = build_classifier(backbone, len(samples.class_names))
     classifier.compile(keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                        metrics=["accuracy"])
+    build_optimizer_slots(classifier)
     val_batches = sample_batches(val, image_size, batch_size, False, seed) if val else None
     history = classifier.fit(sample_batches(train, image_size, batch_size, True, seed),
                              validation_data=val_batches, epochs=epochs, verbose=verbose)

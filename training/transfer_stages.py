@@ -26,6 +26,7 @@ import tensorflow as tf
 from detseg.core.contract import PAD_PIXEL_VALUE
 from detseg.models.backbones.registry import build_backbone, feature_shape
 from detseg.models.backbones.transfer import freeze, unfreeze_top_blocks, weights_fingerprint
+from detseg.models.task_model import build_optimizer_slots
 from detseg.pipelines.dataset import build_dataset, build_eval_dataset, build_training_passes, pipeline_options
 from detseg.training.callbacks import (MetricsCsv, NanLossStop, ScalarEventLog, StageCheckpoint,
                                        diverged_error, patience_used_up, truncate_metrics)
@@ -264,6 +265,7 @@ def _compile(session: TrainingSession, model: keras.Model, lr: float, steps: int
     schedule = schedule_for_stage(session.config.schedule, lr, steps, epochs)
     model.compile(optimizer=build_optimizer(session.config, schedule),
                   **session.family.compile_kwargs(session.config.model.head))
+    build_optimizer_slots(model)  # a stage-1 head may be a plain Keras model
 
 
 def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: RunState) -> None:
@@ -271,8 +273,7 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
     if state.epochs_done == 0 or not state.last_checkpoint:
         return
     path = session.run_dir.checkpoint_dir / state.last_checkpoint
-    model.optimizer.build(model.trainable_variables)
-    model.load_weights(path)
+    model.load_weights(path)  # optimizer slots included: `TaskModel.compile` built them
     if session.config.ema.enabled:
         # Checkpoints hold the averages as the model's weights (training.ema): training
         # goes on from the raw weights, kept in the optimizer's average slots.
@@ -284,8 +285,7 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
 def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batches, epochs: int,
          steps_per_epoch: int, initial_epoch: int, callbacks: list) -> None:
     if isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        with session.strategy.scope():
-            model.optimizer.build(model.trainable_variables)
+        # The optimizer was built in the scope by `TaskModel.compile` (`_compile`).
         # Outside the scope: a callback that creates a variable (saving weights does) on the
         # chief alone must not start a collective the other workers never join.
         fit_multiworker(model, session.strategy, train_batches, val_batches, epochs, steps_per_epoch,

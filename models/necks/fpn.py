@@ -49,6 +49,8 @@ class FeaturePyramid(keras.layers.Layer):
         for name in self.levels:
             self.laterals[name].build(input_shape[name])
             self.outputs_convs[name].build(tuple(input_shape[name][:-1]) + (self.channels,))
+        # No weights, but an unbuilt sublayer would keep the model from counting as built.
+        self.upsample.build(tuple(input_shape[self.levels[-1]][:-1]) + (self.channels,))
         self.built = True
 
     def call(self, features):

@@ -103,3 +103,34 @@ def test_predict_step_gives_the_served_prediction_names(built):
     pixels = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, SIZE, SIZE, 3)).astype(np.float32))
     assert set(model.predict_step(pixels)) == PREDICTION_KEYS[name]
     assert set(model.predict_step((pixels,))) == PREDICTION_KEYS[name]
+
+
+def test_compile_creates_the_optimizer_slots_of_every_trainable_variable(built):
+    # Left to the first trace of the train step, Keras would create them there, and a
+    # tf.function that creates variables is traced twice (see the next test).
+    name, model = built
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    assert model.optimizer.built, name
+    slots = {id(variable) for variable in model.optimizer.variables}
+    assert len(slots) == 1 + 1 + 2 * len(model.trainable_variables), name  # iterations, lr, m and v
+    model.compile(optimizer="sgd")  # leave it as the other tests expect
+
+
+def test_fit_traces_the_train_step_once():
+    keras.utils.set_random_seed(0)
+    model = BUILDERS["ClassificationLocalizationModel"](_backbone())
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    traces = []
+    train_step = model.train_step
+
+    def counted_train_step(data):  # runs once per trace, not per step
+        traces.append(tf.nest.map_structure(lambda t: t.shape, data))
+        return train_step(data)
+
+    model.train_step = counted_train_step
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, SIZE, SIZE, 3)).astype(np.float32)
+    y = {"class": rng.integers(0, NUM_CLASSES, 8).astype(np.int32),
+         "box": rng.uniform(0, 1, (8, 4)).astype(np.float32)}
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=2, verbose=0)
+    assert len(traces) == 1, traces
