@@ -9,7 +9,10 @@ mapping back to original pixels all in the SavedModel):
    the same JPEGs,
 4. throughput (images/s) with 8 concurrent clients sending one image per request, over
    REST with the server's batching off and on, and over gRPC with batching on; each as a
-   fraction of the ceiling.
+   fraction of the ceiling; and the same 8 clients as threads calling the server's
+   batching core (`PredictionCore`) directly, without the network,
+5. where the CPU goes: CPU ms per image of the ceiling, of the batching core, and of the
+   server process and the clients in each run of 4 (from /proc: Linux only).
 With `--sweep`, step 4 runs for every combination of `--sweep-max-batch-sizes`,
 `--sweep-timeouts-micros` and `--sweep-threads` (batching on, REST) and prints a table:
 how the defaults of `detseg serve --enable_batching` were chosen.
@@ -45,15 +48,20 @@ from typing import Any, Callable
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 
+import base64  # noqa: E402
 import io  # noqa: E402
+import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from detseg.serving import json_tensors  # noqa: E402
 from detseg.serving.batching import BatchingOptions  # noqa: E402
 from detseg.serving.client import ServingClient  # noqa: E402
 from detseg.serving.export import export_saved_model  # noqa: E402
+from detseg.serving.prediction import PredictionCore  # noqa: E402
+from detseg.serving.registry import load_servable  # noqa: E402
 from detseg.serving.serving_module import ServingModule  # noqa: E402
 
 MODEL_NAME = "bench"
@@ -103,6 +111,12 @@ def paired_latency_ms(calls: dict[str, Callable[[], Any]], iterations: int, warm
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux `/proc`; all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,8 +151,10 @@ class ServerProcess:
         self.process.wait(timeout=60)
 
 
-def timed_requests(address: str, images: list[bytes], clients: int, requests_per_client: int) -> float:
-    """Seconds for `clients` threads to send `requests_per_client` one-image requests each."""
+def timed_requests(address: str, images: list[bytes], clients: int, requests_per_client: int,
+                   server_pid: int) -> tuple[float, float, float]:
+    """`(seconds, client CPU s, server CPU s)` for `clients` threads to send `requests_per_client`
+    one-image requests each: the clients are this process's threads, the server its own process."""
     barrier = threading.Barrier(clients + 1)
     errors: list = []
 
@@ -156,30 +172,91 @@ def timed_requests(address: str, images: list[bytes], clients: int, requests_per
     for thread in threads:
         thread.start()
     barrier.wait()
-    start = time.perf_counter()
+    start, client_cpu, server_cpu = time.perf_counter(), time.process_time(), process_cpu_seconds(server_pid)
     for thread in threads:
         thread.join()
     if errors:
         raise RuntimeError(f"{len(errors)} client requests failed, first: {errors[0]}")
-    return time.perf_counter() - start
+    return (time.perf_counter() - start, time.process_time() - client_cpu,
+            process_cpu_seconds(server_pid) - server_cpu)
 
 
-def in_process_throughput(signature: Callable[..., Any], images: list[bytes], batch: int, iterations: int) -> float:
-    """Images/s of the SavedModel's `serving_default` called in-process on batches of `batch` JPEGs."""
+def in_process_throughput(signature: Callable[..., Any], images: list[bytes], batch: int,
+                          iterations: int) -> tuple[float, float]:
+    """`(images/s, CPU s per image)` of the SavedModel's `serving_default` called in-process on
+    batches of `batch` JPEGs (this process's CPU time over the timed calls)."""
     batch_images = tf.constant([images[i % len(images)] for i in range(batch)])
-    seconds = paired_latency_ms({"batch": lambda: signature(images=batch_images)}, iterations)["batch"] / 1000
-    return batch / seconds
+    call = lambda: signature(images=batch_images)  # noqa: E731
+    for _ in range(3):
+        call()
+    cpu = time.process_time()
+    seconds = paired_latency_ms({"batch": call}, iterations, warmup=0)["batch"] / 1000
+    return batch / seconds, (time.process_time() - cpu) / (batch * iterations)
 
 
-def alternating_throughput(addresses: dict[str, str], images: list[bytes], clients: int, requests: int,
-                           rounds: int) -> dict[str, float]:
-    """Images/s per server, the servers taking turns in `rounds` short rounds."""
+def in_process_batching(version: Path, images: list[bytes], args: argparse.Namespace) -> tuple[float, float, float]:
+    """`(images/s, CPU s per image, mean batch)` of the server's batching core without the network: `clients`
+    threads of this process each send one-image requests straight to a `PredictionCore`
+    (signature checks, the batching layer, the SavedModel call), as the REST and gRPC front
+    ends do after parsing a request."""
+    servable = load_servable(MODEL_NAME, int(version.name), version)
+    core = PredictionCore(None, BatchingOptions(max_batch_size=args.max_batch_size,
+                                                batch_timeout_micros=args.batch_timeout_micros,
+                                                num_batch_threads=args.num_batch_threads))
+    barrier = threading.Barrier(args.clients + 1)
+
+    def client_loop(index: int) -> None:
+        request = lambda r: {"images": np.array([images[(index + r) % len(images)]], dtype=object)}  # noqa: E731
+        core.predict(servable, "", request(0))  # warm
+        barrier.wait()
+        for r in range(args.requests):
+            core.predict(servable, "", request(r))
+
+    threads = [threading.Thread(target=client_loop, args=(i,)) for i in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        barrier.wait()
+        start, cpu = time.perf_counter(), time.process_time()
+        for thread in threads:
+            thread.join()
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        core.close()
+    count = args.clients * args.requests
+    return count / seconds, cpu / count, core.batcher.requests_run / core.batcher.batches_run
+
+
+def rest_json_cpu(signature: Callable[..., Any], images: list[bytes], iterations: int = 200) -> float:
+    """CPU s per one-image REST request spent on JSON alone: parsing the request body (base64
+    JPEG) and writing the answer from the model's real outputs, as the server does."""
+    outputs = {name: value.numpy() for name, value in signature(images=tf.constant(images[:1])).items()}
+    body = json.dumps({"instances": [{"b64": base64.b64encode(images[0]).decode("ascii")}]}).encode("utf-8")
+    dtypes = {"images": tf.string}
+
+    def parse_and_answer() -> bytes:
+        _, request_format = json_tensors.request_arrays(json_tensors.parse_json_object(body), dtypes)
+        return json_tensors.response_json(outputs, request_format)
+
+    parse_and_answer()
+    cpu = time.process_time()
+    for _ in range(iterations):
+        parse_and_answer()
+    return (time.process_time() - cpu) / iterations
+
+
+def alternating_throughput(servers: dict[str, tuple[str, int]], images: list[bytes], clients: int,
+                           requests: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Per server (`name -> (address, pid)`): images/s and the clients' and the server's CPU
+    seconds per image, the servers taking turns in `rounds` short rounds."""
     per_round = max(1, requests // rounds)
-    seconds = {name: 0.0 for name in addresses}
+    totals = {name: np.zeros(3) for name in servers}
     for _ in range(rounds):
-        for name, address in addresses.items():
-            seconds[name] += timed_requests(address, images, clients, per_round)
-    return {name: clients * per_round * rounds / total for name, total in seconds.items()}
+        for name, (address, pid) in servers.items():
+            totals[name] += timed_requests(address, images, clients, per_round, pid)
+    count = clients * per_round * rounds
+    return {name: {"rate": count / seconds, "client_cpu": client_cpu / count, "server_cpu": server_cpu / count}
+            for name, (seconds, client_cpu, server_cpu) in totals.items()}
 
 
 def parse_args() -> argparse.Namespace:
@@ -217,12 +294,16 @@ def measure(args: argparse.Namespace, images: list[bytes], tmp: Path) -> dict[st
                                      "rest_ms": lambda: rest.predict(images[:1]),
                                      "grpc_ms": lambda: over_grpc.predict(images[:1])}, args.iterations)
         results.update(latency)
-        results["ceiling"] = in_process_throughput(signature, images, args.ceiling_batch, args.iterations)
-        rates = alternating_throughput({"unbatched": f"http://127.0.0.1:{plain.rest_port}",
-                                        "batched": f"http://127.0.0.1:{batching.rest_port}",
-                                        "batched_grpc": f"127.0.0.1:{batching.grpc_port}"},
-                                       images, args.clients, args.requests, args.rounds)
-        results.update(rates)
+        results["ceiling"], results["ceiling_cpu"] = in_process_throughput(
+            signature, images, args.ceiling_batch, args.iterations)
+        results["core"], results["core_cpu"], results["core_batch"] = in_process_batching(version, images, args)
+        results["json_cpu"] = rest_json_cpu(signature, images)
+        runs = alternating_throughput({"unbatched": (f"http://127.0.0.1:{plain.rest_port}", plain.process.pid),
+                                       "batched": (f"http://127.0.0.1:{batching.rest_port}", batching.process.pid),
+                                       "batched_grpc": (f"127.0.0.1:{batching.grpc_port}", batching.process.pid)},
+                                      images, args.clients, args.requests, args.rounds)
+        results.update({name: run["rate"] for name, run in runs.items()})
+        results["cpu"] = {name: (run["client_cpu"], run["server_cpu"]) for name, run in runs.items()}
     finally:
         plain.stop()
         batching.stop()
@@ -241,8 +322,9 @@ def sweep(base_path: Path, images: list[bytes], args: argparse.Namespace) -> lis
                                               num_batch_threads=threads)
                 server = ServerProcess(base_path, batching=True, args=settings)
                 try:
-                    rate = alternating_throughput({"rest": f"http://127.0.0.1:{server.rest_port}"}, images,
-                                                  args.clients, args.requests, args.rounds)["rest"]
+                    rate = alternating_throughput({"rest": (f"http://127.0.0.1:{server.rest_port}",
+                                                            server.process.pid)},
+                                                  images, args.clients, args.requests, args.rounds)["rest"]["rate"]
                 finally:
                     server.stop()
                 rows.append((max_batch, timeout, threads, rate))
@@ -262,6 +344,8 @@ def report(results: dict[str, float], args: argparse.Namespace) -> None:
           f"{r['grpc_ms'] / r['in_process_ms']:.2f}")
     ceiling = r["ceiling"]
     print(f"  ceiling: in-process, batch {args.ceiling_batch:2d} {ceiling:8.1f} img/s")
+    print(f"  {args.clients} threads, batching core, no network {r['core']:6.1f} img/s   "
+          f"{r['core'] / ceiling:.2f} of the ceiling (mean batch {r['core_batch']:.1f})")
     print(f"  {args.clients} REST clients, batching off {r['unbatched']:8.1f} img/s   "
           f"{r['unbatched'] / ceiling:.2f} of the ceiling")
     print(f"  {args.clients} REST clients, batching on  {r['batched']:8.1f} img/s   "
@@ -270,6 +354,20 @@ def report(results: dict[str, float], args: argparse.Namespace) -> None:
           f"{r['batched_grpc'] / ceiling:.2f} of the ceiling")
     print(f"  (batching: max_batch_size {args.max_batch_size}, timeout {args.batch_timeout_micros} us, "
           f"{args.num_batch_threads} batch threads)")
+    ceiling_cpu = r["ceiling_cpu"]
+    print("  where the CPU goes (CPU ms per image, and cores kept busy; the clients are this process's threads):")
+    print(f"    ceiling, in-process batch {args.ceiling_batch:2d}   {1000 * ceiling_cpu:6.1f} ms, "
+          f"{r['ceiling'] * ceiling_cpu:.2f} cores busy")
+    print(f"    batching core, no network   {1000 * r['core_cpu']:6.1f} ms, "
+          f"{r['core'] * r['core_cpu']:.2f} cores busy")
+    for name, label in (("unbatched", "REST, batching off"), ("batched", "REST, batching on "),
+                        ("batched_grpc", "gRPC, batching on ")):
+        client_cpu, server_cpu = r["cpu"][name]
+        busy = r[name] * (client_cpu + server_cpu)
+        print(f"    {label}  server {1000 * server_cpu:6.1f} ms ({ceiling_cpu / server_cpu:.2f} of the "
+              f"ceiling's efficiency), clients {1000 * client_cpu:5.1f} ms, {busy:.2f} cores busy; the server "
+              f"alone on those cores: {busy / server_cpu / r['ceiling']:.2f} of the ceiling")
+    print(f"    REST's JSON alone (parse a request, write its answer): {1000 * r['json_cpu']:.1f} ms per request")
     if "sweep" in r:
         best = max(r["sweep"], key=lambda row: row[3])
         print(f"  sweep best: max_batch_size {best[0]}, timeout {best[1]} us, {best[2]} threads: "
