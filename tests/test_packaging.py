@@ -159,13 +159,18 @@ def check_wheel_contents(wheel: Path) -> None:
 def make_fresh_venv(root: Path, wheel: Path) -> Path:
     """A venv of the base interpreter (not this one), with the wheel and the pinned deps.
 
-    The venv has no pip of its own: this environment's pip installs into it (`--python`).
+    The venv has no installer of its own: this environment's installs into it (`--python`),
+    uv where `make install` put it (as `make install` installs), else pip.
     """
     base = Path(getattr(sys, "_base_executable", sys.executable))
     run([str(base), "-m", "venv", "--without-pip", str(root)], cwd=root.parent, env=clean_env(base.parent))
     python = root / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-compile",
-         "-c", str(REPO / "constraints.txt"), str(wheel)],
+    uv = Path(sys.executable).parent / "uv"
+    if uv.is_file():
+        install = [str(uv), "pip", "install", "--python", str(python), "--quiet", "--compile-bytecode"]
+    else:
+        install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-compile"]
+    run([*install, "-c", str(REPO / "constraints.txt"), str(wheel)],
         cwd=root.parent, env=clean_env(Path(sys.executable).parent), timeout=900)
     return root / "bin"
 
