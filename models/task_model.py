@@ -114,7 +114,7 @@ def build_optimizer_slots(model: keras.Model) -> None:
 
     Keras (TensorFlow backend, no distribution strategy) otherwise creates them inside the
     first trace of the train step, and a `tf.function` that creates variables is traced
-    twice: a smoke training spent ~40% of its time on that second trace. As in Keras, a
+    twice (a smoke YOLO training took 1.47x as long, `benchmarks/train_step_tracing.py`). As in Keras, a
     change of `trainable` takes a new `compile`. Does nothing once the optimizer is built.
     `TaskModel.compile` calls it; call it after compiling any other Keras model.
     """
