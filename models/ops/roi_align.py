@@ -120,18 +120,21 @@ def roi_align(features: Mapping[str, tf.Tensor], boxes: tf.Tensor, output_size: 
     flat_boxes = tf.reshape(boxes, [-1, 4])
     image_index = tf.repeat(tf.range(batch, dtype=tf.int32), rois)
     samples = output_size * sampling_ratio
+
+    def pooled_crops(name: str, level_boxes: tf.Tensor, level_images: tf.Tensor) -> tf.Tensor:
+        crops = crop_and_resize_aligned(features[name], level_boxes, level_images, strides[name], samples)
+        return tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
+
     if len(names) == 1:
-        name = names[0]
-        crops = crop_and_resize_aligned(features[name], flat_boxes, image_index, strides[name], samples)
+        pooled = pooled_crops(names[0], flat_boxes, image_index)
     else:
+        # Pooled per level before the stitch: the stitch then moves sampling_ratio**2 times
+        # less memory (the sampled crops of a batch of 8 are ~80 MB at 200 RoIs, 64 channels).
         level_index = assign_pyramid_levels(flat_boxes, [level_number(n) for n in names],
                                             canonical_size, canonical_level)
         positions = tf.dynamic_partition(tf.range(tf.size(level_index)), level_index, len(names))
-        per_level = [
-            crop_and_resize_aligned(features[name], tf.gather(flat_boxes, where), tf.gather(image_index, where),
-                            strides[name], samples)
-            for name, where in zip(names, positions)]
-        crops = tf.dynamic_stitch(positions, per_level)
-    pooled = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
+        pooled = tf.dynamic_stitch(positions, [
+            pooled_crops(name, tf.gather(flat_boxes, where), tf.gather(image_index, where))
+            for name, where in zip(names, positions)])
     channels = features[names[0]].shape[-1]
     return tf.reshape(pooled, [batch, rois, output_size, output_size, channels])
