@@ -273,7 +273,9 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
     if state.epochs_done == 0 or not state.last_checkpoint:
         return
     path = session.run_dir.checkpoint_dir / state.last_checkpoint
-    model.load_weights(path)  # optimizer slots included: `TaskModel.compile` built them
+    if not model.optimizer.built:  # `_compile` builds it whenever every layer is built
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(path)  # the optimizer's slots included
     if session.config.ema.enabled:
         # Checkpoints hold the averages as the model's weights (training.ema): training
         # goes on from the raw weights, kept in the optimizer's average slots.
@@ -285,7 +287,9 @@ def _restore_if_resuming(session: TrainingSession, model: keras.Model, state: Ru
 def _fit(session: TrainingSession, model: keras.Model, train_batches, val_batches, epochs: int,
          steps_per_epoch: int, initial_epoch: int, callbacks: list) -> None:
     if isinstance(session.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # The optimizer was built in the scope by `TaskModel.compile` (`_compile`).
+        if not model.optimizer.built:  # `_compile` builds it whenever every layer is built
+            with session.strategy.scope():
+                model.optimizer.build(model.trainable_variables)
         # Outside the scope: a callback that creates a variable (saving weights does) on the
         # chief alone must not start a collective the other workers never join.
         fit_multiworker(model, session.strategy, train_batches, val_batches, epochs, steps_per_epoch,
