@@ -28,8 +28,8 @@ import tensorflow as tf  # noqa: E402
 import detseg.models.rcnn.faster_rcnn as faster_rcnn_module  # noqa: E402
 from detseg.models.backbones.registry import build_backbone  # noqa: E402
 from detseg.models.ops import roi_align as roi_align_module  # noqa: E402
-from detseg.models.ops.roi_align import (DEFAULT_SAMPLING_RATIO, assign_pyramid_levels,  # noqa: E402
-                                         crop_and_resize_aligned, level_number)
+from detseg.models.ops.roi_align import (DEFAULT_SAMPLING_RATIO, crop_and_resize_aligned,  # noqa: E402
+                                         per_level_rois)
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn  # noqa: E402
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn  # noqa: E402
 
@@ -40,22 +40,15 @@ def stitch_then_pool(features, boxes, output_size, strides=None, sampling_ratio=
                      canonical_size=roi_align_module.CANONICAL_SIZE,
                      canonical_level=roi_align_module.CANONICAL_LEVEL):
     """The former order: the sampled crops of every level stitched, then pooled once."""
-    names = sorted(features, key=level_number)
-    strides = {name: float((strides or {}).get(name, 2 ** level_number(name))) for name in names}
-    boxes = tf.cast(boxes, tf.float32)
-    batch, rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    flat_boxes = tf.reshape(boxes, [-1, 4])
-    image_index = tf.repeat(tf.range(batch, dtype=tf.int32), rois)
     samples = output_size * sampling_ratio
-    level_index = assign_pyramid_levels(flat_boxes, [level_number(n) for n in names], canonical_size,
-                                        canonical_level)
-    positions = tf.dynamic_partition(tf.range(tf.size(level_index)), level_index, len(names))
-    crops = tf.dynamic_stitch(positions, [
-        crop_and_resize_aligned(features[name], tf.gather(flat_boxes, where), tf.gather(image_index, where),
-                                strides[name], samples)
-        for name, where in zip(names, positions)])
+
+    def sampled_crops(feature, stride, level_boxes, image_index):
+        return crop_and_resize_aligned(feature, level_boxes, image_index, stride, samples)
+
+    crops = per_level_rois(features, boxes, sampled_crops, strides, canonical_size, canonical_level)
     pooled = tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
-    return tf.reshape(pooled, [batch, rois, output_size, output_size, features[names[0]].shape[-1]])
+    channels = next(iter(features.values())).shape[-1]
+    return tf.reshape(pooled, [tf.shape(boxes)[0], tf.shape(boxes)[1], output_size, output_size, channels])
 
 
 def traced_detect(model, pooling, image_size: int):

@@ -24,7 +24,7 @@ present. All levels must have the same number of channels.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import tensorflow as tf
 
@@ -98,6 +98,32 @@ def crop_and_resize_aligned(feature: tf.Tensor, boxes: tf.Tensor, box_indices: t
     return tf.cast(crops, feature.dtype)
 
 
+def per_level_rois(features: Mapping[str, tf.Tensor], boxes: tf.Tensor,
+                   crop: Callable[[tf.Tensor, float, tf.Tensor, tf.Tensor], tf.Tensor],
+                   strides: Mapping[str, int] | None = None,
+                   canonical_size: float = CANONICAL_SIZE,
+                   canonical_level: int = CANONICAL_LEVEL) -> tf.Tensor:
+    """Runs `crop` on each RoI's pyramid level and returns the results in RoI order.
+
+    `crop(feature [B, h, w, C], stride, level_boxes [M, 4] xyxy px, image_index int32 [M])
+    -> [M, ...]` sees the RoIs `assign_pyramid_levels` gives its level; `boxes` is float32
+    `[B, R, 4]`. Returns `[B * R, ...]`, row `b * R + r` for RoI `r` of image `b`.
+    """
+    names = sorted(features, key=level_number)
+    strides = {name: float((strides or {}).get(name, 2 ** level_number(name))) for name in names}
+    boxes = tf.cast(boxes, tf.float32)
+    flat_boxes = tf.reshape(boxes, [-1, 4])
+    image_index = tf.repeat(tf.range(tf.shape(boxes)[0], dtype=tf.int32), tf.shape(boxes)[1])
+    if len(names) == 1:
+        return crop(features[names[0]], strides[names[0]], flat_boxes, image_index)
+    level_index = assign_pyramid_levels(flat_boxes, [level_number(n) for n in names],
+                                        canonical_size, canonical_level)
+    positions = tf.dynamic_partition(tf.range(tf.size(level_index)), level_index, len(names))
+    return tf.dynamic_stitch(positions, [
+        crop(features[name], strides[name], tf.gather(flat_boxes, where), tf.gather(image_index, where))
+        for name, where in zip(names, positions)])
+
+
 def roi_align(features: Mapping[str, tf.Tensor], boxes: tf.Tensor, output_size: int,
               strides: Mapping[str, int] | None = None,
               sampling_ratio: int = DEFAULT_SAMPLING_RATIO,
@@ -113,28 +139,16 @@ def roi_align(features: Mapping[str, tf.Tensor], boxes: tf.Tensor, output_size: 
         sampling_ratio: samples per bin side (2 in Mask R-CNN).
     Returns `[B, R, P, P, C]` in the features' dtype.
     """
-    names = sorted(features, key=level_number)
-    strides = {name: float((strides or {}).get(name, 2 ** level_number(name))) for name in names}
-    boxes = tf.cast(boxes, tf.float32)
-    batch, rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
-    flat_boxes = tf.reshape(boxes, [-1, 4])
-    image_index = tf.repeat(tf.range(batch, dtype=tf.int32), rois)
     samples = output_size * sampling_ratio
 
-    def pooled_crops(name: str, level_boxes: tf.Tensor, level_images: tf.Tensor) -> tf.Tensor:
-        crops = crop_and_resize_aligned(features[name], level_boxes, level_images, strides[name], samples)
+    def pooled_crops(feature, stride, level_boxes, image_index):
+        # Pooled per level, before `per_level_rois` stitches the levels: the stitch moves
+        # sampling_ratio**2 times less memory than it would with the sampled crops (~80 MB
+        # for a batch of 8 at 200 RoIs and 64 channels; benchmarks/roi_align_pooling.py).
+        crops = crop_and_resize_aligned(feature, level_boxes, image_index, stride, samples)
         return tf.nn.avg_pool2d(crops, sampling_ratio, sampling_ratio, "VALID")
 
-    if len(names) == 1:
-        pooled = pooled_crops(names[0], flat_boxes, image_index)
-    else:
-        # Pooled per level before the stitch: the stitch then moves sampling_ratio**2 times
-        # less memory (the sampled crops of a batch of 8 are ~80 MB at 200 RoIs, 64 channels).
-        level_index = assign_pyramid_levels(flat_boxes, [level_number(n) for n in names],
-                                            canonical_size, canonical_level)
-        positions = tf.dynamic_partition(tf.range(tf.size(level_index)), level_index, len(names))
-        pooled = tf.dynamic_stitch(positions, [
-            pooled_crops(name, tf.gather(flat_boxes, where), tf.gather(image_index, where))
-            for name, where in zip(names, positions)])
-    channels = features[names[0]].shape[-1]
+    pooled = per_level_rois(features, boxes, pooled_crops, strides, canonical_size, canonical_level)
+    batch, rois = tf.shape(boxes)[0], tf.shape(boxes)[1]
+    channels = next(iter(features.values())).shape[-1]
     return tf.reshape(pooled, [batch, rois, output_size, output_size, channels])
