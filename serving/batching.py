@@ -11,7 +11,8 @@ Two details make a merged answer equal the answer alone:
   its own, so only the faulty one fails;
 - outputs padded to the largest image in the batch (`class_map`, `masks`, see
   `serving.task_outputs`) are cropped back to the largest image of each request, using
-  the `image_height`/`image_width` outputs.
+  the `image_height`/`image_width` outputs; `masks` (one per detection slot up to the
+  batch's largest `num_detections`) also back to the request's largest `num_detections`.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def split_outputs(outputs: Arrays, tasks: list[_Task]) -> list[Arrays]:
                     index = [slice(None)] * part[name].ndim
                     index[h_axis], index[w_axis] = slice(0, height), slice(0, width)
                     part[name] = part[name][tuple(index)]
+        if "masks" in part and "num_detections" in part and task.rows:
+            part["masks"] = part["masks"][:, :int(np.max(part["num_detections"]))]
         parts.append(part)
         start += task.rows
     return parts

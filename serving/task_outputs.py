@@ -11,9 +11,11 @@ detection and instance, what `infer` returns (S x S letterbox frame):
     optional num_detections int [B], optional masks f32/uint8 [B, K, Hm, Wm] covering the frame.
   served: boxes f32 [B, K, 4] xyxy ORIGINAL px, scores f32 [B, K], classes i32 [B, K],
     class_names string [B, K] ("" for unused slots), num_detections i32 [B], and when the
-    model has masks: masks uint8 [B, K, Hmax, Wmax] (0/1) plus image_height/image_width.
+    model has masks: masks uint8 [B, D, Hmax, Wmax] (0/1) plus image_height/image_width,
+    D = the batch's largest num_detections (masks exist for detections only).
     The first num_detections slots of each row are the detections, in the model's order;
-    the other slots hold box 0, score 0, class PAD_CLASS, name "".
+    the other slots hold box 0, score 0, class PAD_CLASS, name "" (and an empty mask
+    below D).
 
 semantic, what `infer` returns: logits or probabilities f32 [B, Hm, Wm, C], or
     class_map int [B, Hm, Wm], covering the frame.
@@ -38,6 +40,7 @@ import tensorflow as tf
 from detseg.core.contract import (CLASSIFICATION_LOCALIZATION, DETECTION, INSTANCE, MASK_THRESHOLD, PAD_CLASS,
                                   SEMANTIC, SEMANTIC_SCORE_OUTPUTS, TASKS)
 from detseg.models.ops.letterbox import boxes_to_original, dense_to_original
+from detseg.models.ops.nms import detections_in_use
 
 PADDED_PIXEL = -1  # class_map value outside an image's own size in a mixed-size batch
 
@@ -102,10 +105,14 @@ def detection_outputs(raw: dict, transforms: dict[str, tf.Tensor], frame_size: i
         "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1),
     }
     if "masks" in raw:
-        masks = tf.gather(tf.cast(raw["masks"], tf.float32), order, batch_dims=1)
+        # Only the first D slots (D: the batch's largest num_detections) hold masks; mapping
+        # the padding slots to the original size too would cost K / D times the work.
+        used = detections_in_use(outputs["num_detections"])
+        masks = tf.gather(tf.cast(raw["masks"], tf.float32), order[:, :used], batch_dims=1)
         masks = _per_image_dense(tf.transpose(masks, [0, 2, 3, 1]), transforms, frame_size,
                                  "bilinear", 0.0, tf.float32)
-        masks = tf.cast(masks >= MASK_THRESHOLD, tf.uint8) * tf.cast(valid[:, tf.newaxis, tf.newaxis, :], tf.uint8)
+        in_use = tf.cast(valid[:, tf.newaxis, tf.newaxis, :used], tf.uint8)
+        masks = tf.cast(masks >= MASK_THRESHOLD, tf.uint8) * in_use
         outputs["masks"] = tf.transpose(masks, [0, 3, 1, 2])
         outputs["image_height"], outputs["image_width"] = _image_sizes(transforms)
     return outputs

@@ -98,3 +98,12 @@ def batched_nms(boxes, scores, config: NmsConfig = NmsConfig()) -> dict[str, tf.
         "classes": classes,
         "num_detections": num_detections,
     }
+
+
+def detections_in_use(num_detections: tf.Tensor) -> tf.Tensor:
+    """`num_detections` int `[B]` -> int32 scalar `D`, the largest (0 for an empty batch).
+
+    `batched_nms` puts each image's detections first, so slots `D..K-1` are padding in
+    every image: work per detection (masks) needs only the first `D` slots.
+    """
+    return tf.reduce_max(tf.concat([tf.cast(num_detections, tf.int32), [0]], axis=0))

@@ -25,6 +25,7 @@ from detseg.models.necks.fpn import FeaturePyramid
 from detseg.models.rcnn.options import TwoStageConfigError, TwoStageOptions
 from detseg.models.rcnn.mask_head import MaskHead
 from detseg.models.task_model import DEFAULT_HEAD_INITIALIZER
+from detseg.models.ops.nms import detections_in_use
 from detseg.models.rcnn.mask_paste import paste_masks
 from detseg.models.rcnn.mask_targets import mask_loss, mask_targets
 from detseg.models.rcnn.rpn_head import RPNHead
@@ -86,13 +87,23 @@ class MaskRCNN(FasterRCNN):
         return losses
 
     def add_detection_outputs(self, features, detections: dict, training=False) -> dict:
-        logits = self.class_mask_logits(features, detections["boxes"],
-                                        tf.maximum(detections["classes"], 0), training)
-        slots = tf.range(tf.shape(detections["classes"])[1])[tf.newaxis, :]
-        real = tf.cast(slots < detections["num_detections"][:, tf.newaxis], tf.float32)
-        probabilities = tf.sigmoid(logits) * real[..., tf.newaxis, tf.newaxis]
-        return {**detections, "masks": paste_masks(probabilities, detections["boxes"], self.image_size)}
+        """Adds `"masks"` float32 `[B, K, H, W]` (module docstring).
 
+        The mask head and the pasting run on the first `D` slots only, `D` the batch's largest
+        `num_detections`: the slots after an image's detections are padding, and their masks
+        are zeros either way (with a score threshold, `D` is often a small part of `K`).
+        """
+        counts = tf.cast(detections["num_detections"], tf.int32)
+        used = detections_in_use(counts)
+        boxes = detections["boxes"][:, :used]
+        logits = self.class_mask_logits(features, boxes, tf.maximum(detections["classes"][:, :used], 0), training)
+        real = tf.cast(tf.range(used)[tf.newaxis, :] < counts[:, tf.newaxis], tf.float32)
+        probabilities = tf.sigmoid(logits) * real[..., tf.newaxis, tf.newaxis]
+        masks = paste_masks(probabilities, boxes, self.image_size)                    # [B, D, H, W]
+        slots = tf.shape(detections["classes"])[1]
+        masks = tf.pad(masks, [[0, 0], [0, slots - used], [0, 0], [0, 0]])
+        masks.set_shape(detections["classes"].shape.concatenate(self.image_size))
+        return {**detections, "masks": masks}
 
 def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                     fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 32,

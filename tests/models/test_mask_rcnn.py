@@ -81,6 +81,29 @@ def test_prediction_contract_has_masks_in_the_input_frame():
                 assert ys.min() >= y0 - margin and ys.max() <= y1 + margin
 
 
+def test_masks_run_on_the_slots_in_use_and_give_each_detection_its_mask_from_all_slots():
+    """The mask branch runs on the first max(num_detections) slots only: each detection's
+    mask must equal the one computed with every slot, and padding slots stay zero."""
+    model = small_model(build_mask_rcnn, mask_channels=8)
+    features = model.pyramid(tf.constant(images()), training=False)
+    k = SMALL_OPTIONS["nms"]["max_detections"]
+    corners = np.random.default_rng(1).uniform(0, SIZE / 2, (2, k, 2)).astype(np.float32)
+    boxes = tf.constant(np.concatenate([corners, corners + SIZE / 3], axis=-1))
+    classes = tf.constant(np.random.default_rng(2).integers(0, 3, (2, k)), tf.int32)
+    counts = np.array([2, 5])
+    detections = {"boxes": boxes, "scores": tf.ones([2, k]), "classes": classes,
+                  "num_detections": tf.constant(counts, tf.int32)}
+    masks = model.add_detection_outputs(features, detections)["masks"].numpy()
+    every_slot = tf.sigmoid(model.class_mask_logits(features, boxes, classes))
+    expected = paste_masks(every_slot, boxes, (SIZE, SIZE)).numpy()
+    assert masks.shape == (2, k, SIZE, SIZE)
+    for image, count in enumerate(counts):
+        np.testing.assert_allclose(masks[image, :count], expected[image, :count], atol=1e-6)
+        assert not masks[image, count:].any()
+    none = model.add_detection_outputs(features, {**detections, "num_detections": tf.zeros([2], tf.int32)})
+    assert none["masks"].shape == (2, k, SIZE, SIZE) and not none["masks"].numpy().any()
+
+
 def test_images_without_objects_give_finite_losses_and_no_mask_loss():
     model = small_model(build_mask_rcnn, mask_channels=8)
     x = images()

@@ -37,7 +37,8 @@ def test_reloaded_savedmodel_matches_in_memory_module(detection_module, exported
     reloaded = _numpy(loaded.signatures["serving_default"](images=images))
     _assert_same_outputs(in_memory, reloaded)
     assert in_memory["boxes"].shape == (4, MAX_DETECTIONS, 4)
-    assert in_memory["masks"].shape == (4, MAX_DETECTIONS, 80, 90)  # padded to the largest image
+    # One mask per detection slot in use (every image has MAX_DETECTIONS - 1), padded to the largest image.
+    assert in_memory["masks"].shape == (4, MAX_DETECTIONS - 1, 80, 90)
 
     pixels = tf.constant(np.stack([random_pixels(50, 70, seed) for seed in range(3)]))
     _assert_same_outputs(_numpy(detection_module.serving_pixels(pixels)),
@@ -52,9 +53,9 @@ def test_detection_outputs_follow_the_contract(detection_module, sample_images):
     for row, (height, width) in enumerate(sizes):
         boxes = outputs["boxes"][row]
         assert np.all(boxes[:, [0, 2]] <= width) and np.all(boxes[:, [1, 3]] <= height) and np.all(boxes >= 0)
-        # The padding slot: zero box and score, class -1, empty name, empty mask.
+        # The padding slot: zero box and score, class -1, empty name, and no mask.
         assert outputs["classes"][row, -1] == -1 and outputs["class_names"][row, -1] == b""
-        assert outputs["scores"][row, -1] == 0 and not boxes[-1].any() and not outputs["masks"][row, -1].any()
+        assert outputs["scores"][row, -1] == 0 and not boxes[-1].any() and len(outputs["masks"][row]) == MAX_DETECTIONS - 1
         names = [n.decode() for n in outputs["class_names"][row, :-1]]
         assert names == [LABELS[c] for c in outputs["classes"][row, :-1]]
         assert not outputs["masks"][row, :, height:, :].any() and not outputs["masks"][row, :, :, width:].any()

@@ -168,6 +168,19 @@ def test_split_crops_batch_padded_class_maps_back_to_each_request():
         split_outputs({"y": np.zeros(2)}, [Task(1), Task(2)])
 
 
+def test_split_crops_masks_back_to_each_requests_detections():
+    class Task:
+        def __init__(self, rows):
+            self.rows = rows
+
+    # The merged batch's masks have a slot per detection up to its largest count (4).
+    merged = {"masks": np.ones((3, 4, 50, 60), np.uint8), "num_detections": np.array([1, 4, 2]),
+              "image_height": np.array([20, 50, 10]), "image_width": np.array([30, 10, 60])}
+    first, second = split_outputs(merged, [Task(1), Task(2)])
+    assert first["masks"].shape == (1, 1, 20, 30)  # what the first request alone gets
+    assert second["masks"].shape == (2, 4, 50, 60)
+
+
 def test_closed_scheduler_refuses_work():
     scheduler = BatchScheduler(BatchingOptions())
     scheduler.close()
