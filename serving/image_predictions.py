@@ -176,7 +176,9 @@ def row_prediction(task: str, outputs: Mapping[str, np.ndarray], row: int) -> di
                   "num_detections": count}
     if task == INSTANCE:
         height, width = int(outputs["image_height"][row]), int(outputs["image_width"][row])
-        prediction["masks"] = np.asarray(outputs["masks"][row, :count, :height, :width], np.uint8)
+        # A batch without detections has no mask rows; over JSON they arrive as `[]`.
+        masks = outputs["masks"][row] if count else np.zeros((0, height, width), np.uint8)
+        prediction["masks"] = np.asarray(masks, np.uint8)[:count, :height, :width]
     return prediction
 
 

@@ -105,6 +105,7 @@ class MaskRCNN(FasterRCNN):
         masks.set_shape(detections["classes"].shape.concatenate(self.image_size))
         return {**detections, "masks": masks}
 
+
 def build_mask_rcnn(backbone, num_classes: int, image_size=None, levels=FEATURE_LEVELS,
                     fpn_channels: int = 64, box_head_units: int = 256, mask_channels: int = 32,
                     mask_convs: int = 2, options: TwoStageOptions | dict | None = None,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from detseg.serving.model_config import ModelEntry
@@ -89,3 +90,13 @@ def start_server(base_path: Path, **options) -> ModelServer:
     settings = dict(port=0, rest_api_port=0, poll_interval_s=0.2, max_lifetime_s=SERVER_LIFETIME_S)
     settings.update(options)
     return ModelServer([ModelEntry(MODEL_NAME, base_path)], ServerOptions(**settings)).start()
+
+
+def counting_instance_model(pixels):
+    """A weightless instance `infer`: four slots, each with a full-frame mask (padding slots
+    too); 3 detections in a bright image, none in a dark one."""
+    batch = tf.shape(pixels)[0]
+    counts = tf.where(tf.reduce_max(pixels, axis=[1, 2, 3]) > 128.0, 3, 0)
+    return {"boxes": tf.tile(tf.constant([[[0.0, 0.0, FRAME, FRAME]]]), [batch, MAX_DETECTIONS, 1]),
+            "scores": tf.fill([batch, MAX_DETECTIONS], 0.9), "classes": tf.zeros([batch, MAX_DETECTIONS], tf.int32),
+            "num_detections": counts, "masks": tf.ones([batch, MAX_DETECTIONS, FRAME, FRAME])}

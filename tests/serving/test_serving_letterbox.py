@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from serving_test_models import encode_image, random_pixels
+from serving_test_models import counting_instance_model, encode_image, random_pixels
 
 from detseg.models.ops.letterbox import boxes_to_original, letterbox_transform
 from detseg.serving.serving_module import ServingModule, ServingModuleError
@@ -43,26 +43,15 @@ def test_boxes_map_back_to_original_pixels_by_hand():
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
-def _counting_instance_model(pixels):
-    """Four slots, each with a full-frame mask (padding slots too); 3 detections in a bright
-    image, 1 in a dark one."""
-    batch = tf.shape(pixels)[0]
-    counts = tf.where(tf.reduce_max(pixels, axis=[1, 2, 3]) > 128.0, 3, 1)
-    return {"boxes": tf.tile(tf.constant([[[0.0, 0.0, 64.0, 64.0]]]), [batch, 4, 1]),
-            "scores": tf.fill([batch, 4], 0.9), "classes": tf.zeros([batch, 4], tf.int32),
-            "num_detections": counts, "masks": tf.ones([batch, 4, S, S])}
-
-
 def test_served_masks_stop_at_the_batchs_largest_detection_count():
-    module = ServingModule(_counting_instance_model, task="instance", letterbox=S, label_names=["a"])
+    module = ServingModule(counting_instance_model, task="instance", letterbox=S, label_names=["a"])
     dark, bright = np.zeros([32, 48, 3], np.uint8), np.full([32, 48, 3], 255, np.uint8)
     outputs = {k: v.numpy() for k, v in module.serving_pixels(tf.constant(np.stack([dark, bright]))).items()}
-    np.testing.assert_array_equal(outputs["num_detections"], [1, 3])
+    np.testing.assert_array_equal(outputs["num_detections"], [0, 3])
     assert outputs["masks"].shape == (2, 3, 32, 48)  # D = 3 of the 4 slots
-    np.testing.assert_array_equal(outputs["masks"][0].reshape(3, -1).max(axis=1), [1, 0, 0])
-    assert outputs["masks"][0, 0].all() and outputs["masks"][1].all()
-    alone = module.serving_pixels(tf.constant(np.stack([dark, dark])))
-    assert alone["masks"].shape == (2, 1, 32, 48)
+    assert not outputs["masks"][0].any() and outputs["masks"][1].all()
+    nothing = module.serving_pixels(tf.constant(np.stack([dark, dark])))
+    assert nothing["masks"].shape == (2, 0, 32, 48)
 
 
 def _half_frame_segmenter(pixels):
