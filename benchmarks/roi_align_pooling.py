@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -32,6 +30,7 @@ from detseg.models.ops.roi_align import (DEFAULT_SAMPLING_RATIO, crop_and_resize
                                          per_level_rois)
 from detseg.models.rcnn.faster_rcnn import build_faster_rcnn  # noqa: E402
 from detseg.models.rcnn.mask_rcnn import build_mask_rcnn  # noqa: E402
+from turns import median_ms_per_image  # noqa: E402
 
 NMS = {"iou_threshold": 0.5, "score_threshold": 0.05, "max_detections": 50}
 
@@ -82,15 +81,10 @@ def main() -> None:
             outputs = {side: detect(images) for side, detect in sides.items()}
             same = all(bool(tf.reduce_all(tf.abs(outputs["before"][key] - outputs["after"][key]) <= 1e-5))
                        for key in ("boxes", "scores"))
-            calls = max(1, args.images_per_turn // batch)
-            seconds: dict[str, list[float]] = {side: [] for side in sides}
-            for _ in range(args.rounds):
-                for side, detect in sides.items():
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        detect(images)["num_detections"].numpy()
-                    seconds[side].append((time.perf_counter() - start) / (calls * batch))
-            before, after = (1000 * statistics.median(seconds[side]) for side in ("before", "after"))
+            calls = {side: (lambda detect=detect: detect(images)["num_detections"].numpy())
+                     for side, detect in sides.items()}
+            ms = median_ms_per_image(calls, batch, max(1, args.images_per_turn // batch), args.rounds)
+            before, after = ms["before"], ms["after"]
             print(f"  {name:12s} {batch:5d} {before:10.2f} ms {after:10.2f} ms {before / after:6.2f}  {same}",
                   flush=True)
 

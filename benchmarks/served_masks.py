@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -43,6 +41,7 @@ from detseg.models.ops.nms import detections_in_use  # noqa: E402
 from detseg.serving.export import export_saved_model  # noqa: E402
 from detseg.serving.json_tensors import ROW, response_json  # noqa: E402
 from detseg.serving.serving_module import DEFAULT_SIGNATURE, serving_module_for  # noqa: E402
+from turns import median_ms_per_image  # noqa: E402
 
 SLOTS = 50
 NAMES = ["circle", "triangle", "rectangle"]
@@ -125,15 +124,10 @@ def main() -> None:
                 outputs = {side: serve(images=images) for side, serve in sides.items()}
                 same = same_detections(outputs["before"], outputs["after"])
                 sizes = {side: response_bytes(out) / batch / 1e6 for side, out in outputs.items()}
-                calls = max(1, args.images_per_turn // batch)
-                seconds: dict[str, list[float]] = {side: [] for side in sides}
-                for _ in range(args.rounds):
-                    for side, serve in sides.items():
-                        start = time.perf_counter()
-                        for _ in range(calls):
-                            serve(images=images)["num_detections"].numpy()
-                        seconds[side].append((time.perf_counter() - start) / (calls * batch))
-                before, after = (1000 * statistics.median(seconds[side]) for side in ("before", "after"))
+                calls = {side: (lambda serve=serve: serve(images=images)["num_detections"].numpy())
+                         for side, serve in sides.items()}
+                ms = median_ms_per_image(calls, batch, max(1, args.images_per_turn // batch), args.rounds)
+                before, after = ms["before"], ms["after"]
                 found = int(outputs["after"]["num_detections"].numpy()[0])
                 print(f"  {found:10d} {batch:5d} {before:9.1f} ms {after:10.1f} ms {before / after:6.2f}  "
                       f"{sizes['before']:14.1f} MB {sizes['after']:6.1f} MB  {same}", flush=True)
