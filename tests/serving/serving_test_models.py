@@ -4,7 +4,8 @@
 weights) whose outputs follow the detection contract of `serving.task_outputs`: boxes
 near fixed anchors in the 64 px letterbox frame, sigmoid scores, argmax classes, a
 constant `num_detections` of K - 1 (so one slot is always padding) and frame masks at
-stride 4 that fill each box.
+stride 4 that fill each box. `counting_instance_model` is a weightless instance `infer`
+whose detection count depends on the image (none in a dark one).
 """
 
 from __future__ import annotations
