@@ -9,10 +9,10 @@ Inputs are concatenated along dimension 0 and the outputs split back by rows.
 Two details make a merged answer equal the answer alone:
 - if a merged batch fails (one request held a corrupt image), each request is re-run on
   its own, so only the faulty one fails;
-- outputs padded to the largest image in the batch (`class_map`, `masks`, see
-  `serving.task_outputs`) are cropped back to the largest image of each request, using
-  the `image_height`/`image_width` outputs; `masks` (one per detection slot up to the
-  batch's largest `num_detections`) also back to the request's largest `num_detections`.
+- outputs padded to the batch's largest image (`class_map`, `masks`, see
+  `serving.task_outputs`) and, for `masks`, to its largest `num_detections`, are cropped
+  back to the request's own largest `image_height`, `image_width` and `num_detections`
+  (`PADDED_OUTPUTS`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,11 @@ from detseg.serving.errors import ServingError
 Arrays = dict[str, np.ndarray]
 RunBatch = Callable[[Arrays], Arrays]
 
-# Outputs padded to the batch's largest image, and their (height, width) axes.
-PADDED_DENSE_OUTPUTS = {"class_map": (1, 2), "masks": (2, 3)}
+# Outputs padded to the batch's largest value of other outputs: {output: {axis: size output}}.
+PADDED_OUTPUTS = {
+    "class_map": {1: "image_height", 2: "image_width"},
+    "masks": {1: "num_detections", 2: "image_height", 3: "image_width"},
+}
 
 
 @dataclass(frozen=True)
@@ -78,15 +81,12 @@ def split_outputs(outputs: Arrays, tasks: list[_Task]) -> list[Arrays]:
     for task in tasks:
         rows = slice(start, start + task.rows)
         part = {name: value[rows] for name, value in outputs.items()}
-        if "image_height" in part and "image_width" in part and task.rows:
-            height, width = int(np.max(part["image_height"])), int(np.max(part["image_width"]))
-            for name, (h_axis, w_axis) in PADDED_DENSE_OUTPUTS.items():
-                if name in part:
-                    index = [slice(None)] * part[name].ndim
-                    index[h_axis], index[w_axis] = slice(0, height), slice(0, width)
-                    part[name] = part[name][tuple(index)]
-        if "masks" in part and "num_detections" in part and task.rows:
-            part["masks"] = part["masks"][:, :int(np.max(part["num_detections"]))]
+        for name, sizes in PADDED_OUTPUTS.items():
+            if name in part and task.rows and all(size in part for size in sizes.values()):
+                index = [slice(None)] * part[name].ndim
+                for axis, size in sizes.items():
+                    index[axis] = slice(0, int(np.max(part[size])))
+                part[name] = part[name][tuple(index)]
         parts.append(part)
         start += task.rows
     return parts
